@@ -1,0 +1,3 @@
+"""polydefect: unsupervised visual defect detection on moulded polymer parts."""
+
+__version__ = "0.1.0"
