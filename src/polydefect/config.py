@@ -1,0 +1,107 @@
+"""Structured-config schemas for the nodes that are not instantiated, registered with Hydra's ConfigStore.
+
+`conf/config.yaml` names `base_config` first in its defaults list, so every YAML value is merged onto
+these dataclasses: a misspelt key or a wrong type fails at start with a message naming the key.
+Nodes built with `_target_` (segmenter, model, augment) are checked by their constructors instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class DataConfig:
+    """Which images a run trains and tests on (thesis 4.1.1)."""
+
+    variant: str = "real"  # real | synthetic | mixed | mvtec: a name for logs and tables
+    layout: str = "thesis"  # thesis | mvtec | auto
+    root: str | None = None  # real images; None renders the embedded `scanner` profile
+    synthetic_root: str | None = None  # synthetic images; None renders the embedded `clean` profile
+    train_domains: list[str] = field(default_factory=lambda: ["real"])  # real and/or synthetic
+    test_batches: list[int] = field(default_factory=lambda: [1, 2])  # thesis layout: real batches kept for testing
+    val_fraction: float = 0.15  # share of the training images held out for validation
+    size: str = "small"  # size of the embedded data: tiny | small | thesis
+    batch_size: int = 8
+    num_workers: int = 0
+
+
+@dataclass
+class ClaheConfig:
+    enabled: bool = True
+    clip_limit: float = 9.0  # thesis listing 3.2
+    tile_grid: int = 9
+
+
+@dataclass
+class TileConfig:
+    core: int = 256  # kept centre of each window (thesis 3.8.1)
+    window: int = 320  # mirror-padded window fed to the model
+
+
+@dataclass
+class PreprocessConfig:
+    """How an image becomes model input: mask, CLAHE, resize, tile."""
+
+    mask_background: bool = True
+    clahe: ClaheConfig = field(default_factory=ClaheConfig)
+    size: list[int] | None = None  # [width, height] to resize to; None keeps the data's size
+    tile: TileConfig = field(default_factory=TileConfig)
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer hardware and length settings shared by every trained stage."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_epochs: int | None = None  # overrides each stage's own max_epochs when set
+    max_steps: int = -1
+    limit_train_batches: float = 1.0
+    limit_val_batches: float = 1.0
+    num_sanity_val_steps: int = 0
+    log_every_n_steps: int = 10
+    deterministic: bool = False
+    enable_progress_bar: bool = True
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str = "sqlite:///mlflow.db"  # relative to the directory the command was started in
+    experiment_name: str = "polydefect"
+    log_models: bool = True
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = "${hydra:runtime.output_dir}"
+    cache_dir: str = "${oc.env:XDG_CACHE_HOME,${oc.env:HOME}/.cache}/polydefect/stages"
+    tables_dir: str = "experiments/tables"
+
+
+@dataclass
+class PolydefectConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    augment: Any = None
+    segmenter: Any = None
+    model: Any = None
+    scoring: Any = None
+    render: Any = None
+    stages: list[str] = field(default_factory=lambda: ["data", "segment", "detect", "evaluate"])
+    seed: int = 42
+    name: str = "default"  # experiment name: the MLflow run name and the tables' row key
+
+
+def register_configs() -> None:
+    """Make the schemas known to Hydra; called before composing."""
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=PolydefectConfig)

@@ -1,0 +1,1 @@
+"""Data layer: layout discovery, preprocessing, tiling, augmentation, datasets and DataModules."""

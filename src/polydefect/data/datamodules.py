@@ -1,0 +1,181 @@
+"""Lightning DataModules: image -> object mask for segmentation, windows of good images for reconstruction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from polydefect.data.augment import augment_with_masks, build_augmentation
+from polydefect.data.io import read_image, read_mask
+from polydefect.data.layout import DataLayoutError
+from polydefect.data.preprocess import resize, to_grey_uint8
+from polydefect.data.sample import Sample, optional_path
+from polydefect.data.tiling import split
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W) uint8 or bool -> (1, H, W) float32 in [0, 1]."""
+    scale = 255.0 if image.dtype == np.uint8 else 1.0
+    return torch.from_numpy(np.ascontiguousarray(image)).float().div_(scale).unsqueeze(0)
+
+
+class SegmentationDataset(Dataset):
+    """Raw grey images and their true object masks, resized to a square model input (thesis 3.6.3)."""
+
+    def __init__(self, table: pd.DataFrame, image_size: int, augment: Any = None) -> None:
+        missing = table[[optional_path(p) is None for p in table["object_mask_path"]]]
+        if not missing.empty:
+            raise DataLayoutError(f"{missing.iloc[0]['image_path']}: no object mask, needed to train a segmenter")
+        self.rows = table.reset_index(drop=True)
+        self.size = (int(image_size), int(image_size))
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        row = self.rows.iloc[index]
+        image = to_grey_uint8(read_image(row["image_path"]))
+        mask = read_mask(row["object_mask_path"], image.shape)
+        image, (mask,) = augment_with_masks(self.augment, resize(image, self.size), [resize(mask, self.size, True)])
+        return {"image": to_tensor(image), "mask": to_tensor(mask)}
+
+
+class WindowDataset(Dataset):
+    """Overlap-tile windows of preprocessed good images, optionally augmented per window (thesis 3.8.1).
+
+    Windows are cut once; windows whose core holds less than `min_foreground` object pixels are dropped,
+    since a window of pure background teaches the model nothing about the surface.
+    """
+
+    def __init__(
+        self, samples: Sequence[Sample], core: int, window: int, min_foreground: float = 0.0, augment: Any = None
+    ) -> None:
+        if not samples:
+            raise DataLayoutError("no good images to cut training windows from")
+        images = torch.stack([to_tensor(s.image) for s in samples])
+        masks = torch.stack([to_tensor(s.object_mask) for s in samples])
+        image_windows, _ = split(images, core, window)
+        mask_windows, _ = split(masks, core, window)
+        margin = (window - core) // 2
+        foreground = mask_windows[:, 0, margin : margin + core, margin : margin + core].mean(dim=(1, 2))
+        keep = foreground >= min_foreground
+        if not keep.any():
+            keep[:] = True
+        self.images = (image_windows[keep, 0] * 255).round().to(torch.uint8).numpy()  # (N, window, window)
+        self.masks = mask_windows[keep, 0].bool().numpy()
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, (mask,) = augment_with_masks(self.augment, self.images[index], [self.masks[index]])
+        return {"image": to_tensor(image), "mask": to_tensor(mask)}
+
+
+class ImageDataset(Dataset):
+    """Whole preprocessed images with masks, labels and keys, for scoring and evaluation."""
+
+    def __init__(self, samples: Sequence[Sample]) -> None:
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.samples[index]
+        return {
+            "image": to_tensor(s.image),
+            "object_mask": to_tensor(s.object_mask),
+            "defect_mask": to_tensor(s.defect_mask),
+            "label": s.label,
+            "index": index,
+        }
+
+
+def _loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+    )
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Image -> object mask pairs from the train and validation tables."""
+
+    def __init__(
+        self,
+        train: pd.DataFrame,
+        val: pd.DataFrame,
+        image_size: int,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        augment: Any = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.tables = {"train": train, "val": val}
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.augment_cfg, self.seed = augment, seed
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set = SegmentationDataset(
+            self.tables["train"], self.image_size, build_augmentation(self.augment_cfg)
+        )
+        self.val_set = SegmentationDataset(self.tables["val"], self.image_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return _loader(self.train_set, self.batch_size, True, self.num_workers, self.seed)
+
+    def val_dataloader(self) -> DataLoader:
+        return _loader(self.val_set, self.batch_size, False, self.num_workers, self.seed)
+
+
+class ReconstructionDataModule(L.LightningDataModule):
+    """Windows of good training and validation images for the detectors; whole test images for scoring."""
+
+    def __init__(
+        self,
+        train: Sequence[Sample],
+        val: Sequence[Sample],
+        core: int,
+        window: int,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        augment: Any = None,
+        min_foreground: float = 0.0,
+        seed: int = 0,
+        test: Sequence[Sample] = (),
+    ) -> None:
+        super().__init__()
+        self.samples = {"train": [s for s in train if s.label == 0], "val": [s for s in val if s.label == 0]}
+        self.test_samples = list(test)
+        self.core, self.window, self.min_foreground = core, window, min_foreground
+        self.batch_size, self.num_workers, self.augment_cfg, self.seed = batch_size, num_workers, augment, seed
+
+    def setup(self, stage: str | None = None) -> None:
+        cut = dict(core=self.core, window=self.window, min_foreground=self.min_foreground)
+        self.train_set = WindowDataset(self.samples["train"], augment=build_augmentation(self.augment_cfg), **cut)
+        self.val_set = WindowDataset(self.samples["val"] or self.samples["train"], **cut)
+        self.test_set = ImageDataset(self.test_samples)
+
+    def train_dataloader(self) -> DataLoader:
+        return _loader(self.train_set, self.batch_size, True, self.num_workers, self.seed)
+
+    def val_dataloader(self) -> DataLoader:
+        return _loader(self.val_set, self.batch_size, False, self.num_workers, self.seed)
+
+    def test_dataloader(self) -> DataLoader:
+        return _loader(self.test_set, self.batch_size, False, self.num_workers, self.seed)

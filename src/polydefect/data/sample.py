@@ -1,0 +1,69 @@
+"""One record type that carries an image through the pipeline, and the function that loads it from a table row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from polydefect.data.io import read_image, read_mask
+from polydefect.data.preprocess import apply_mask, clahe, resize, to_grey_uint8
+
+
+@dataclass
+class Sample:
+    """An image with its masks and keys; the anomaly map and score are filled in by scoring."""
+
+    image: np.ndarray  # (H, W) uint8 grey, preprocessed
+    object_mask: np.ndarray  # (H, W) bool; all True where the data has no object mask
+    defect_mask: np.ndarray  # (H, W) bool; all False where there is none
+    label: int
+    batch: int
+    view: str
+    image_path: str
+    anomaly_map: np.ndarray | None = None
+    score: float | None = None
+
+
+def optional_path(value: Any) -> str | None:
+    """A path cell of the sample table, or None where it is empty (None or NaN after a pandas concat)."""
+    return value if isinstance(value, str) and value else None
+
+
+def load_sample(
+    row: Any,
+    preprocess: Any,
+    object_mask_path: str | None = None,
+) -> Sample:
+    """Read and preprocess one table row (thesis 3.4): grey, mask the background, CLAHE, resize.
+
+    Args:
+        row: a row of the sample table (attribute or key access).
+        preprocess: the `preprocess` config node (mask_background, clahe.*, size).
+        object_mask_path: a predicted object mask to use instead of the row's own (the segment stage's output).
+    """
+    raw = read_image(row["image_path"])
+    image = to_grey_uint8(raw)
+    shape = image.shape
+    mask_path = object_mask_path or optional_path(row["object_mask_path"])
+    object_mask = read_mask(mask_path, shape) if mask_path else np.ones(shape, bool)
+    defect_path = optional_path(row["defect_mask_path"])
+    defect_mask = read_mask(defect_path, shape) if defect_path else np.zeros(shape, bool)
+    background_mask = object_mask if preprocess.mask_background else None
+    image = apply_mask(image, background_mask)
+    if preprocess.clahe.enabled:
+        image = clahe(image, background_mask, preprocess.clahe.clip_limit, preprocess.clahe.tile_grid)
+    size = tuple(preprocess.size) if preprocess.size else None
+    object_mask = resize(object_mask, size, is_mask=True)
+    # resampling blends the part's edge into the background: mask again at the new size
+    image = apply_mask(resize(image, size), object_mask if preprocess.mask_background else None)
+    return Sample(
+        image=image,
+        object_mask=object_mask,
+        defect_mask=resize(defect_mask, size, is_mask=True),
+        label=int(row["label"]),
+        batch=int(row["batch"]),
+        view=str(row["view"]),
+        image_path=str(row["image_path"]),
+    )

@@ -1,0 +1,132 @@
+"""MLflow set-up, the one place that knows the store: parent run per pipeline run, nested run per stage.
+
+A run that raises (or is stopped by SIGTERM/SIGINT) ends FAILED; a run whose process was SIGKILLed is marked
+FAILED by the next start on the same host, so no run is ever left RUNNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+PID_TAG, HOST_TAG = "polydefect.pid", "polydefect.host"
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"a.b.c": "value"} for MLflow params (values cut to MLflow's 6000-character limit)."""
+    items: dict[str, str] = {}
+    if isinstance(config, dict):
+        for key, value in config.items():
+            items.update(flatten(value, f"{prefix}{key}."))
+    elif isinstance(config, list) and any(isinstance(v, dict | list) for v in config):
+        for index, value in enumerate(config):
+            items.update(flatten(value, f"{prefix}{index}."))
+    else:
+        items[prefix.rstrip(".")] = str(config)[:6000]
+    return items
+
+
+def git_commit() -> str:
+    """The commit of the checkout polydefect runs from, or 'unknown' outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark FAILED the RUNNING runs of this host whose process is gone (killed with no chance to clean up)."""
+    host, stale = socket.gethostname(), []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        if tags.get(HOST_TAG) == host and PID_TAG in tags and not _pid_alive(int(tags[PID_TAG])):
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+            stale.append(run.info.run_id)
+    if stale:
+        log.warning("Marked %d stale RUNNING run(s) FAILED: %s", len(stale), ", ".join(stale))
+    return stale
+
+
+class _Stopped(Exception):
+    """Raised inside a run when the process receives SIGTERM, so the run ends FAILED."""
+
+
+@contextmanager
+def _terminate_raises() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise _Stopped(f"stopped by signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def configure(cfg: DictConfig) -> str:
+    """Point MLflow at the configured store and experiment; returns the experiment id."""
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    experiment = mlflow.set_experiment(cfg.mlflow.experiment_name)
+    return experiment.experiment_id
+
+
+@contextmanager
+def pipeline_run(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+    """The parent MLflow run of one pipeline run, with the resolved config as params and artifact."""
+    experiment_id = configure(cfg)
+    fail_stale_runs(MlflowClient(), experiment_id)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    all_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), "git_commit": git_commit(), **tags}
+    with _terminate_raises(), mlflow.start_run(run_name=run_name, tags=all_tags) as run:
+        try:
+            params = flatten(resolved)
+            keys = sorted(params)
+            for start in range(0, len(keys), 100):
+                mlflow.log_params({k: params[k] for k in keys[start : start + 100]})
+            mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            yield run
+        except BaseException:
+            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+            raise
+
+
+@contextmanager
+def stage_run(name: str) -> Iterator[mlflow.ActiveRun]:
+    """A nested run for one stage inside the active pipeline run; FAILED if the stage raises."""
+    tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), "stage": name}
+    with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
+        try:
+            yield run
+        except BaseException:
+            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+            raise

@@ -1,0 +1,123 @@
+"""Splits by batch and both DataModules: shapes, labels, seeded hold-out, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from polydefect.config import DataConfig, PreprocessConfig
+from polydefect.data.datamodules import ReconstructionDataModule, SegmentationDataModule
+from polydefect.data.layout import DataLayoutError
+from polydefect.data.sample import load_sample
+from polydefect.data.splits import make_splits
+from tests.conftest import write_thesis_fixture
+
+
+def data_cfg(**overrides):
+    return OmegaConf.merge(OmegaConf.structured(DataConfig), overrides)
+
+
+def preprocess_cfg(**overrides):
+    return OmegaConf.merge(OmegaConf.structured(PreprocessConfig), overrides)
+
+
+def test_thesis_split_tests_on_batches_1_and_2_and_trains_on_the_rest(thesis_root: Path) -> None:
+    splits = make_splits(data_cfg(val_fraction=0.25), {"real": thesis_root}, seed=0)
+    assert set(splits.test["batch"]) == {1, 2}
+    assert set(splits.train["batch"]) | set(splits.val["batch"]) == {3, 4}
+    assert len(splits.val) == 2 and len(splits.train) == 6
+    assert splits.test["label"].tolist().count(1) == 4
+
+
+def test_validation_hold_out_is_seeded(thesis_root: Path) -> None:
+    a = make_splits(data_cfg(val_fraction=0.25), {"real": thesis_root}, seed=3)
+    b = make_splits(data_cfg(val_fraction=0.25), {"real": thesis_root}, seed=3)
+    c = make_splits(data_cfg(val_fraction=0.25), {"real": thesis_root}, seed=4)
+    assert a.val["image_path"].tolist() == b.val["image_path"].tolist()
+    assert a.val["image_path"].tolist() != c.val["image_path"].tolist() or len(a.val) == len(c.val)
+
+
+def test_mixed_trains_on_the_union_and_still_tests_on_real(tmp_path: Path, thesis_root: Path) -> None:
+    synthetic = write_thesis_fixture(tmp_path / "synthetic", batches=2, defective=())
+    splits = make_splits(
+        data_cfg(train_domains=["real", "synthetic"], val_fraction=0.0),
+        {"real": thesis_root, "synthetic": synthetic},
+        seed=0,
+    )
+    assert set(splits.train["domain"]) == {"real", "synthetic"}
+    assert len(splits.train) == 8 + 8
+    assert set(splits.test["domain"]) == {"real"}
+
+
+def test_mvtec_split_follows_its_folders(magnetic_tile: Path) -> None:
+    splits = make_splits(data_cfg(layout="mvtec", val_fraction=0.1), {"real": magnetic_tile}, seed=0)
+    assert len(splits.train) + len(splits.val) == 700
+    assert len(splits.test) == 644
+    assert splits.train["label"].eq(0).all()
+
+
+def test_test_batches_that_do_not_exist_are_named(thesis_root: Path) -> None:
+    with pytest.raises(DataLayoutError, match=r"data.test_batches=\[7\]"):
+        make_splits(data_cfg(test_batches=[7]), {"real": thesis_root}, seed=0)
+
+
+def test_unknown_training_domain_names_the_key(thesis_root: Path) -> None:
+    with pytest.raises(DataLayoutError, match="data.train_domains"):
+        make_splits(data_cfg(train_domains=["cartoon"]), {"real": thesis_root}, seed=0)
+
+
+def test_segmentation_datamodule_yields_square_images_and_binary_masks(thesis_root: Path) -> None:
+    splits = make_splits(data_cfg(val_fraction=0.25), {"real": thesis_root}, seed=0)
+    module = SegmentationDataModule(splits.train, splits.val, image_size=32, batch_size=4)
+    module.setup("fit")
+    batch = next(iter(module.train_dataloader()))
+    assert batch["image"].shape == (4, 1, 32, 32) and batch["mask"].shape == (4, 1, 32, 32)
+    assert batch["image"].dtype == torch.float32 and 0 <= batch["image"].min() <= batch["image"].max() <= 1
+    assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
+    assert len(module.val_set) == 2
+
+
+def test_segmentation_without_true_masks_is_refused(thesis_root: Path) -> None:
+    splits = make_splits(data_cfg(), {"real": thesis_root}, seed=0)
+    table = splits.train.assign(object_mask_path=None)
+    module = SegmentationDataModule(table, splits.val, image_size=32)
+    with pytest.raises(DataLayoutError, match="no object mask"):
+        module.setup("fit")
+
+
+def test_reconstruction_datamodule_cuts_windows_of_good_images_and_keeps_test_labels(thesis_root: Path) -> None:
+    splits = make_splits(data_cfg(val_fraction=0.25), {"real": thesis_root}, seed=0)
+    pre = preprocess_cfg(tile={"core": 32, "window": 48})
+    load = lambda table: [load_sample(row, pre) for _, row in table.iterrows()]  # noqa: E731
+    train, val, test = load(splits.train), load(splits.val), load(splits.test)
+    module = ReconstructionDataModule(train, val, core=32, window=48, batch_size=5, test=test)
+    module.setup("fit")
+    # a 96x64 image gives 3x2 cores of 32 px
+    assert len(module.train_set) == len(train) * 6
+    batch = next(iter(module.train_dataloader()))
+    assert batch["image"].shape == (5, 1, 48, 48)
+    test_batch = next(iter(module.test_dataloader()))
+    assert test_batch["image"].shape[1:] == (1, 64, 96)
+    assert test_batch["defect_mask"].shape == test_batch["image"].shape
+    assert test_batch["label"].tolist() == splits.test["label"].tolist()[:5]
+
+
+def test_defective_training_images_never_reach_the_detector(thesis_root: Path) -> None:
+    splits = make_splits(data_cfg(test_batches=[2]), {"real": thesis_root}, seed=0)
+    pre = preprocess_cfg()
+    train = [load_sample(row, pre) for _, row in splits.train.iterrows()]
+    assert any(s.label == 1 for s in train)
+    module = ReconstructionDataModule(train, [], core=32, window=48, min_foreground=0.1)
+    module.setup("fit")
+    assert all(s.label == 0 for s in module.samples["train"])
+
+
+def test_loaded_sample_is_masked_and_equalised(thesis_root: Path) -> None:
+    splits = make_splits(data_cfg(), {"real": thesis_root}, seed=0)
+    sample = load_sample(splits.test.iloc[0], preprocess_cfg(size=[48, 32]))
+    assert sample.image.shape == (32, 48)
+    assert sample.image[~sample.object_mask].max() == 0
+    assert sample.label == 1 and sample.defect_mask.any()
