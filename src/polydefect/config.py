@@ -53,6 +53,18 @@ class PreprocessConfig:
 
 
 @dataclass
+class SegmentStageConfig:
+    mean_mask: bool = False  # replace each mask by its view's mean over all batches (thesis 5.1.1)
+
+
+@dataclass
+class DetectStageConfig:
+    min_foreground: float = 0.05  # training windows whose core is less object than this are skipped
+    map_sigma: float = 0.0  # Gaussian smoothing of anomaly maps, px (after the map, before scoring)
+    samples: int = 4  # test images drawn as input / reconstruction / map panels
+
+
+@dataclass
 class TrainerConfig:
     """Lightning Trainer hardware and length settings shared by every trained stage."""
 
@@ -88,6 +100,8 @@ class PathsConfig:
 class PolydefectConfig:
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    segment: SegmentStageConfig = field(default_factory=SegmentStageConfig)
+    detect: DetectStageConfig = field(default_factory=DetectStageConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)

@@ -7,6 +7,7 @@ FAILED by the next start on the same host, so no run is ever left RUNNING.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -130,3 +131,10 @@ def stage_run(name: str) -> Iterator[mlflow.ActiveRun]:
         except BaseException:
             mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
             raise
+
+
+def log_final_metrics(metrics: dict[str, float]) -> None:
+    """Copy the stages' headline metrics onto the parent run, where tables and the UI compare runs."""
+    finite = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
+    if finite:
+        mlflow.log_metrics(finite)

@@ -1,0 +1,180 @@
+"""Detect stage: train a detector on good images, then score every image with an anomaly map (thesis 3.8, 4.3).
+
+Any `model=` works here: autoencoders (trained by Lightning), feature-memory banks (one epoch of feature
+collection, then an explicit `fit()`), and synthetic-anomaly detectors; all expose `anomaly_map(images)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+from safetensors.torch import load_file, save_file
+
+from polydefect.data.datamodules import ImageDataset, ReconstructionDataModule
+from polydefect.data.sample import Sample, load_sample
+from polydefect.data.splits import DataSplits
+from polydefect.pipeline.segment import SegmentResult
+from polydefect.pipeline.training import trainer_kwargs
+from polydefect.scoring.maps import smooth
+from polydefect.scoring.scores import image_score
+from polydefect.stage_cache import StageCache, config_key
+
+log = logging.getLogger(__name__)
+ROLES = ("train", "val", "test")
+
+
+@dataclass
+class DetectResult:
+    """Per-image scores (one row per image: role, domain, batch, view, label, score, map_sum) and where the
+    test anomaly maps and the model weights are."""
+
+    key: str
+    scores: pd.DataFrame
+    folder: Path
+
+
+def detect_key(cfg: DictConfig, segment_key: str) -> str:
+    """What determines the scores: the masks, preprocessing, augmentation, the model and its training."""
+    return config_key(
+        segment_key, cfg.preprocess, cfg.augment, cfg.model, cfg.detect, cfg.scoring, cfg.trainer, cfg.data, cfg.seed
+    )
+
+
+def load_samples(cfg: DictConfig, table: pd.DataFrame, masks: SegmentResult) -> list[Sample]:
+    """Preprocess every row, with the segment stage's mask in place of the data's own where there is one."""
+    return [load_sample(row, cfg.preprocess, masks.mask_paths.get(row["image_path"])) for _, row in table.iterrows()]
+
+
+def build_task(cfg: DictConfig) -> L.LightningModule:
+    log.info("Instantiating <%s>", cfg.model._target_)
+    return instantiate(cfg.model, _convert_="all")
+
+
+def _train(cfg: DictConfig, task: L.LightningModule, data: ReconstructionDataModule, folder: Path) -> None:
+    """Fit with checkpoints in the stage folder; a `last.ckpt` left by a killed run is resumed from."""
+    checkpoints = folder / "checkpoints"
+    kwargs = trainer_kwargs(cfg, int(cfg.model.get("max_epochs", 1)), folder)
+    checkpoint = ModelCheckpoint(dirpath=checkpoints, save_last=True, every_n_epochs=1)
+    kwargs["callbacks"] = [*kwargs.get("callbacks", []), checkpoint]
+    trainer = L.Trainer(**kwargs)
+    last = checkpoints / "last.ckpt"
+    trainer.fit(task, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor and c.best_model_path), "")
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        task.load_state_dict(state)
+    if callable(getattr(task, "fit", None)):
+        task.fit()  # memory banks: build the coreset from the features collected in the epoch
+
+
+@torch.inference_mode()
+def score_samples(
+    task: L.LightningModule, samples: Sequence[Sample], reduction: str, k: float, sigma: float, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Anomaly maps inside the object mask, image scores and anomaly-pixel sums for each sample.
+
+    Returns:
+        scores (N,), map sums (N,) (the "C" of the SPC index, eq. 1.1) and the (H, W) float32 maps.
+    """
+    task.eval()
+    scores, sums, maps = [], [], []
+    loader = torch.utils.data.DataLoader(ImageDataset(samples), batch_size=batch_size, shuffle=False)
+    for batch in loader:
+        mask = batch["object_mask"] > 0.5  # (B, 1, H, W)
+        amap = smooth(task.anomaly_map(batch["image"]).float().cpu(), sigma) * mask
+        scores.append(image_score(amap, mask, reduction, k))
+        sums.append(amap.sum(dim=(1, 2, 3)))
+        maps.extend(amap[:, 0].numpy())
+    return torch.cat(scores).numpy(), torch.cat(sums).numpy(), maps
+
+
+def save_panels_input(
+    task: L.LightningModule, samples: Sequence[Sample], maps: Sequence[np.ndarray], count: int, path: Path
+) -> None:
+    """Inputs, reconstructions (where the detector reconstructs) and maps of a few good and defective test
+    images, for the thesis' figure 4.3-4.5 panels."""
+    defective = [i for i, s in enumerate(samples) if s.label == 1]
+    good = [i for i, s in enumerate(samples) if s.label == 0]
+    chosen = sorted(defective[: (count + 1) // 2] + good[: count // 2])
+    if not chosen:
+        return
+    images = torch.stack([ImageDataset(samples)[i]["image"] for i in chosen])
+    reconstruct = getattr(task, "reconstruct", None)
+    with torch.inference_mode():
+        recons = reconstruct(images).float().cpu() if callable(reconstruct) else images
+    np.savez_compressed(
+        path,
+        images=images.numpy(),
+        reconstructions=recons.numpy(),
+        maps=np.stack([maps[i] for i in chosen])[:, None],
+        labels=np.array([samples[i].label for i in chosen]),
+    )
+
+
+def detect(cfg: DictConfig, splits: DataSplits, masks: SegmentResult, cache: StageCache) -> DetectResult:
+    """Run (or reuse) the detect stage; logs the weights and the score table to the active MLflow run."""
+    key = detect_key(cfg, masks.key)
+    tables = {"train": splits.train, "val": splits.val, "test": splits.test}
+
+    def make(folder: Path) -> None:
+        samples = {role: load_samples(cfg, table, masks) for role, table in tables.items()}
+        task = build_task(cfg)
+        data = ReconstructionDataModule(
+            samples["train"],
+            samples["val"],
+            core=cfg.preprocess.tile.core,
+            window=cfg.preprocess.tile.window,
+            batch_size=cfg.data.batch_size,
+            num_workers=cfg.data.num_workers,
+            augment=cfg.augment,
+            min_foreground=cfg.detect.min_foreground,
+            seed=cfg.seed,
+        )
+        _train(cfg, task, data, folder)
+        save_file({k: v.contiguous() for k, v in task.state_dict().items()}, str(folder / "model.safetensors"))
+        rows, test_maps = [], []
+        for role, table in tables.items():
+            scores, sums, maps = score_samples(
+                task, samples[role], cfg.scoring.reduction, cfg.scoring.k, cfg.detect.map_sigma, cfg.data.batch_size
+            )
+            rows.append(table.assign(role=role, score=scores, map_sum=sums))
+            if role == "test":
+                test_maps = maps
+        pd.concat(rows, ignore_index=True).to_csv(folder / "scores.csv", index=False)
+        np.savez_compressed(folder / "test_maps.npz", *[m.astype(np.float16) for m in test_maps])
+        np.savez_compressed(folder / "test_defect_masks.npz", *[s.defect_mask for s in samples["test"]])
+        np.savez_compressed(folder / "test_object_masks.npz", *[s.object_mask for s in samples["test"]])
+        save_panels_input(task, samples["test"], test_maps, cfg.detect.samples, folder / "panels.npz")
+
+    folder, hit = cache.build("detect", key, make)
+    scores = pd.read_csv(folder / "scores.csv")
+    if mlflow.active_run():
+        mlflow.set_tag("stage_cache_hit", str(hit))
+        mlflow.log_artifact(str(folder / "scores.csv"))
+        if cfg.mlflow.log_models:
+            mlflow.log_artifact(str(folder / "model.safetensors"), "model")
+    return DetectResult(key, scores, folder)
+
+
+def load_arrays(path: Path, dtype: type = np.float32) -> list[np.ndarray]:
+    """Per-test-image arrays saved by the stage (maps, defect or object masks), in test-row order."""
+    with np.load(path) as archive:
+        return [archive[f"arr_{i}"].astype(dtype) for i in range(len(archive.files))]
+
+
+def load_task(cfg: DictConfig, folder: Path) -> L.LightningModule:
+    """Rebuild the detector from config and its saved weights (safetensors: no pickled code is loaded)."""
+    task = build_task(cfg)
+    task.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return task.eval()

@@ -1,0 +1,166 @@
+"""Evaluate stage: thresholds from training (or validation) scores only, image and pixel metrics on the test
+set, batch SPC, and the thesis' plots (4.3-4.8, 5.3), all logged to MLflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from polydefect.evaluation import plots
+from polydefect.evaluation.metrics import evaluate as compute_metrics
+from polydefect.pipeline.detect import DetectResult, load_arrays
+from polydefect.scoring import spc
+from polydefect.scoring.thresholds import Threshold, fit_f1_threshold, fit_threshold, fit_view_stats
+
+log = logging.getLogger(__name__)
+IMAGE_METRICS = ("image_auroc", "image_auprc", "f1", "f2", "precision", "recall")
+
+
+def fit_thresholds(cfg: DictConfig, scores: pd.DataFrame) -> dict[str, Threshold]:
+    """Global and per-view thresholds from good training images; best-F1 where validation holds defects."""
+    train = scores[(scores["role"] == "train") & (scores["label"] == 0)]
+    val = scores[scores["role"] == "val"]
+    test = scores[scores["role"] == "test"]
+    rule = cfg.scoring.threshold
+    train_scores = train["score"].to_numpy()
+    fitted = {"global": fit_threshold(train_scores, by="global", method=rule.method, quantile=rule.quantile)}
+    if set(test["view"]) <= set(train["view"]):
+        fitted["per_view"] = fit_threshold(
+            train_scores, list(train["view"]), by="view", method=rule.method, quantile=rule.quantile
+        )
+    else:
+        log.info("per-view thresholds skipped: some test views have no training images")
+    if val["label"].nunique() == 2:
+        fitted["val_f1"] = fit_f1_threshold(val["score"].to_numpy(), val["label"].to_numpy())
+    return fitted
+
+
+def _normalised_test_scores(scores: pd.DataFrame) -> np.ndarray | None:
+    """Test scores as z-scores of their view's training scores (thesis 5.6.3), or None if not possible."""
+    train = scores[(scores["role"] == "train") & (scores["label"] == 0)]
+    test = scores[scores["role"] == "test"]
+    try:
+        stats = fit_view_stats(train["score"].to_numpy(), list(train["view"]))
+        return stats.normalise(test["score"].to_numpy(), list(test["view"])).numpy()
+    except (KeyError, ValueError) as error:
+        log.info("per-view normalisation skipped: %s", error)
+        return None
+
+
+def image_metrics(scores: pd.DataFrame, thresholds: dict[str, Threshold]) -> pd.DataFrame:
+    """One row per threshold kind: image AUROC/AUPRC (per-view rows rank view-normalised scores) and the
+    F1, F2, precision and recall of the threshold's verdicts."""
+    test = scores[scores["role"] == "test"]
+    labels = torch.tensor(test["label"].to_numpy())
+    normalised = _normalised_test_scores(scores)
+    rows = []
+    for kind, threshold in thresholds.items():
+        ranking = normalised if kind == "per_view" and normalised is not None else test["score"].to_numpy()
+        predictions = threshold.predict(test["score"].to_numpy(), list(test["view"]))
+        records = {"score": torch.tensor(ranking), "label": labels, "prediction": predictions}
+        rows.append({"threshold": kind, **compute_metrics(records, IMAGE_METRICS)})
+    return pd.DataFrame(rows)
+
+
+def pixel_metrics(detection: DetectResult) -> dict[str, float]:
+    """Pixel AUROC and AUPRO of the test maps against the defect masks, inside the object."""
+    defects = load_arrays(detection.folder / "test_defect_masks.npz", bool)
+    if not any(mask.any() for mask in defects):
+        return {}
+    maps = load_arrays(detection.folder / "test_maps.npz")
+    objects = load_arrays(detection.folder / "test_object_masks.npz", bool)
+    shapes = {m.shape for m in maps}
+    if len(shapes) > 1:
+        log.info("pixel metrics skipped: test maps have different sizes %s", sorted(shapes))
+        return {}
+    stack = lambda arrays: torch.from_numpy(np.stack(arrays)[:, None])  # noqa: E731  (N, 1, H, W)
+    records = {"anomaly_map": stack(maps), "defect_mask": stack(defects), "object_mask": stack(objects)}
+    return compute_metrics(records, ("pixel_auroc", "aupro"))
+
+
+def batch_spc(cfg: DictConfig, scores: pd.DataFrame, folder: Path) -> pd.DataFrame | None:
+    """nQI per batch and view (eq. 1.1) with limits from the good real training batches; None for data
+    without batches of views (MVTec)."""
+    real = scores[scores["domain"] == "real"]
+    if real["view"].nunique() < 2 or real.duplicated(["batch", "view"]).any():
+        return None
+    totals = spc.totals_table(real["batch"].to_numpy(), list(real["view"]), real["map_sum"].to_numpy())
+    reference = sorted(set(real[real["role"] != "test"]["batch"]) - set(real[real["label"] == 1]["batch"]))
+    if len(reference) < 2:
+        return None
+    limits = spc.fit_control_limits(totals, reference, sigma=cfg.scoring.spc.sigma)
+    table = spc.nqi(totals, limits)
+    table.to_csv(folder / "nqi.csv", index=False)
+    spc.batch_verdict(table, cfg.scoring.spc.min_views).to_csv(folder / "batch_verdict.csv", index=False)
+    spc.plot_control_charts(table, limits, folder / "control_charts.png")
+    return table
+
+
+def draw_plots(scores: pd.DataFrame, thresholds: dict[str, Threshold], detection: DetectResult, folder: Path) -> None:
+    test = scores[scores["role"] == "test"]
+    if test["label"].nunique() == 2:
+        curves = {"raw score": (test["score"].to_numpy(), test["label"].to_numpy())}
+        normalised = _normalised_test_scores(scores)
+        if normalised is not None:
+            curves["view-normalised"] = (normalised, test["label"].to_numpy())
+        plots.save_figure(plots.roc_figure(curves), folder / "roc.png")
+        plots.save_figure(plots.pr_figure(curves), folder / "pr.png")
+        marks = {k: t.values["*"] for k, t in thresholds.items() if "*" in t.values}
+        plots.save_figure(
+            plots.f1_threshold_figure(test["score"].to_numpy(), test["label"].to_numpy(), marks),
+            folder / "f1_threshold.png",
+        )
+    figure = plots.score_distribution_figure(
+        test["score"].to_numpy(), test["label"].to_numpy(), list(test["view"]), thresholds.get("per_view")
+    )
+    plots.save_figure(figure, folder / "score_by_view.png")
+    panels = detection.folder / "panels.npz"
+    if panels.is_file():
+        with np.load(panels) as data:
+            figure = plots.reconstruction_panels(
+                torch.from_numpy(data["images"]),
+                torch.from_numpy(data["reconstructions"]),
+                torch.from_numpy(data["maps"]),
+            )
+        plots.save_figure(figure, folder / "panels.png")
+
+
+def evaluate(cfg: DictConfig, detection: DetectResult, folder: Path) -> dict[str, float]:
+    """Run the evaluation into `folder` (the run's output folder) and log everything to MLflow.
+
+    Returns:
+        flat metrics `test/<threshold>/<metric>`, `test/pixel_auroc`, `test/aupro`, `spc/...`.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    scores = detection.scores
+    thresholds = fit_thresholds(cfg, scores)
+    (folder / "thresholds.json").write_text(json.dumps({k: t.to_dict() for k, t in thresholds.items()}, indent=2))
+    table = image_metrics(scores, thresholds)
+    table.to_csv(folder / "image_metrics.csv", index=False)
+    metrics = {
+        f"test/{row['threshold']}/{name}": float(row[name])
+        for row in table.to_dict("records")
+        for name in IMAGE_METRICS
+        if name in row
+    }
+    metrics.update({f"test/{k}": v for k, v in pixel_metrics(detection).items()})
+    nqi_table = batch_spc(cfg, scores, folder)
+    if nqi_table is not None:
+        verdict = pd.read_csv(folder / "batch_verdict.csv")
+        defective = set(scores[(scores["label"] == 1) & (scores["domain"] == "real")]["batch"])
+        flagged = set(verdict[verdict["out_of_control"]]["batch"])
+        metrics["spc/defective_batches_flagged"] = float(len(defective & flagged))
+        metrics["spc/good_batches_flagged"] = float(len(flagged - defective))
+    draw_plots(scores, thresholds, detection, folder)
+    if mlflow.active_run():
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        for path in sorted(folder.glob("*.png")) + sorted(folder.glob("*.csv")) + [folder / "thresholds.json"]:
+            mlflow.log_artifact(str(path), "evaluation")
+    return metrics

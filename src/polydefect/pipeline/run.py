@@ -1,0 +1,74 @@
+"""One pipeline run: the stages in `cfg.stages`, one parent MLflow run with a nested run per stage."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from polydefect import tracking
+from polydefect.pipeline.data import prepare_data
+from polydefect.pipeline.detect import detect
+from polydefect.pipeline.evaluate import evaluate
+from polydefect.pipeline.segment import SegmentResult, segment
+from polydefect.stage_cache import StageCache
+
+log = logging.getLogger(__name__)
+STAGES = ("data", "segment", "detect", "evaluate")
+
+
+def hydra_choices() -> dict[str, str]:
+    """The config-group choices of this run (model=cae, data=mixed, ...), or {} outside a Hydra app."""
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {k: str(v) for k, v in choices.items() if not k.startswith("hydra") and v is not None}
+
+
+def run_tags(cfg: DictConfig) -> dict[str, str]:
+    tags = {"experiment": cfg.name, "variant": cfg.data.variant, "seed": str(cfg.seed)}
+    tags.update({f"choice.{k}": v for k, v in hydra_choices().items()})
+    return tags
+
+
+def objective(metrics: dict[str, float]) -> float | None:
+    """The value a sweep optimises: test image AUROC with per-view normalisation where there is one."""
+    for key in ("test/per_view/image_auroc", "test/global/image_auroc", "segment/test_f1"):
+        if key in metrics and math.isfinite(metrics[key]):
+            return metrics[key]
+    return None
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run the configured stages; returns their metrics plus `objective`."""
+    unknown = sorted(set(cfg.stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    cache = StageCache(cfg.paths.cache_dir)
+    output_dir = Path(cfg.paths.output_dir)
+    metrics: dict[str, Any] = {}
+    with tracking.pipeline_run(cfg, run_name=cfg.name, tags=run_tags(cfg)) as parent:
+        log.info("MLflow run %s (%s)", parent.info.run_id, cfg.mlflow.tracking_uri)
+        with tracking.stage_run("data"):
+            splits = prepare_data(cfg)
+        masks = SegmentResult(key="none")
+        if "segment" in cfg.stages:
+            with tracking.stage_run("segment"):
+                masks = segment(cfg, splits, cache)
+            metrics.update({f"segment/test_{k}": v for k, v in masks.metrics.items()})
+        if "detect" in cfg.stages:
+            with tracking.stage_run("detect"):
+                detection = detect(cfg, splits, masks, cache)
+            if "evaluate" in cfg.stages:
+                with tracking.stage_run("evaluate"):
+                    metrics.update(evaluate(cfg, detection, output_dir / "evaluation"))
+        tracking.log_final_metrics(metrics)
+        metrics["run_id"] = parent.info.run_id
+    metrics["objective"] = objective(metrics)
+    return metrics

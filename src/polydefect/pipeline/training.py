@@ -1,0 +1,50 @@
+"""Lightning Trainer arguments shared by every trained stage: hardware from `trainer`, metrics to MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig
+
+
+def mlflow_logger() -> MLFlowLogger | bool:
+    """A Lightning logger writing per-epoch metrics into the active (stage) MLflow run, or False if none."""
+    run = mlflow.active_run()
+    if run is None:
+        return False
+    return MLFlowLogger(tracking_uri=mlflow.get_tracking_uri(), run_id=run.info.run_id)
+
+
+def trainer_kwargs(cfg: DictConfig, stage_max_epochs: int, root_dir: Path) -> dict[str, Any]:
+    """`lightning.Trainer` keyword arguments for one stage.
+
+    Args:
+        cfg: the run config; `trainer.max_epochs`, when set, overrides the stage's own budget.
+        stage_max_epochs: the stage's epoch budget from its model config.
+        root_dir: where Lightning may write (the stage's cache folder).
+    """
+    t = cfg.trainer
+    kwargs: dict[str, Any] = dict(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        precision=t.precision,
+        max_epochs=t.max_epochs or stage_max_epochs,
+        max_steps=t.max_steps,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        num_sanity_val_steps=t.num_sanity_val_steps,
+        log_every_n_steps=t.log_every_n_steps,
+        deterministic=t.deterministic,
+        enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=False,
+        logger=mlflow_logger(),
+        default_root_dir=str(root_dir),
+    )
+    if t.enable_progress_bar:
+        kwargs["callbacks"] = [RichProgressBar(leave=True)]
+    return kwargs
