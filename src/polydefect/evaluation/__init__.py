@@ -1,0 +1,1 @@
+"""Metrics, curves and figures computed from scores, anomaly maps and masks."""

@@ -1,0 +1,1 @@
+"""Plain torch networks (no training logic): autoencoders, segmenters, feature extractors."""

@@ -1,0 +1,1 @@
+"""From reconstructions to verdicts: anomaly maps, image scores, thresholds and batch SPC."""
