@@ -65,6 +65,29 @@ class DetectStageConfig:
 
 
 @dataclass
+class ThresholdConfig:
+    method: str = "max"  # max (thesis 4.3) | median (figure 5.3) | quantile of the good training scores
+    quantile: float = 0.99  # for method=quantile
+
+
+@dataclass
+class SpcConfig:
+    sigma: float = 3.0  # control limit: reference mean + sigma * reference sd of nQI
+    min_views: int = 1  # a batch is out of control when this many of its views are above their limit
+
+
+@dataclass
+class ScoringConfig:
+    """From anomaly maps to image scores, thresholds and batch verdicts (thesis 4.3, 5.6.3, eq. 1.1)."""
+
+    error: str = "squared"  # squared | absolute
+    reduction: str = "mean"  # mean | max | topk_mean | sum
+    k: float = 0.01  # fraction of the object's pixels averaged by topk_mean
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    spc: SpcConfig = field(default_factory=SpcConfig)
+
+
+@dataclass
 class TrainerConfig:
     """Lightning Trainer hardware and length settings shared by every trained stage."""
 
@@ -108,7 +131,7 @@ class PolydefectConfig:
     augment: Any = None
     segmenter: Any = None
     model: Any = None
-    scoring: Any = None
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     render: Any = None
     stages: list[str] = field(default_factory=lambda: ["data", "segment", "detect", "evaluate"])
     seed: int = 42

@@ -6,7 +6,9 @@ collection, then an explicit `fit()`), and synthetic-anomaly detectors; all expo
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +67,10 @@ def _train(cfg: DictConfig, task: L.LightningModule, data: ReconstructionDataMod
     """Fit with checkpoints in the stage folder; a `last.ckpt` left by a killed run is resumed from."""
     checkpoints = folder / "checkpoints"
     kwargs = trainer_kwargs(cfg, int(cfg.model.get("max_epochs", 1)), folder)
-    checkpoint = ModelCheckpoint(dirpath=checkpoints, save_last=True, every_n_epochs=1)
+    validates = type(task).validation_step is not L.LightningModule.validation_step
+    # keep the best epoch by validation loss where the task has one; else just the last
+    best = dict(monitor="val/loss", mode="min", save_top_k=1) if validates else {}
+    checkpoint = ModelCheckpoint(dirpath=checkpoints, save_last=True, every_n_epochs=1, **best)
     kwargs["callbacks"] = [*kwargs.get("callbacks", []), checkpoint]
     trainer = L.Trainer(**kwargs)
     last = checkpoints / "last.ckpt"
@@ -80,7 +85,11 @@ def _train(cfg: DictConfig, task: L.LightningModule, data: ReconstructionDataMod
 
 @torch.inference_mode()
 def score_samples(
-    task: L.LightningModule, samples: Sequence[Sample], reduction: str, k: float, sigma: float, batch_size: int
+    task: L.LightningModule,
+    samples: Sequence[Sample],
+    scoring: DictConfig,
+    sigma: float,
+    batch_size: int,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Anomaly maps inside the object mask, image scores and anomaly-pixel sums for each sample.
 
@@ -88,11 +97,15 @@ def score_samples(
         scores (N,), map sums (N,) (the "C" of the SPC index, eq. 1.1) and the (H, W) float32 maps.
     """
     task.eval()
+    error, reduction, k = scoring.error, scoring.reduction, scoring.k
     scores, sums, maps = [], [], []
     loader = torch.utils.data.DataLoader(ImageDataset(samples), batch_size=batch_size, shuffle=False)
     for batch in loader:
         mask = batch["object_mask"] > 0.5  # (B, 1, H, W)
-        amap = smooth(task.anomaly_map(batch["image"]).float().cpu(), sigma) * mask
+        amap = task.anomaly_map(batch["image"]).float().cpu()
+        if error == "absolute":  # eq. 4.1 as written: sqrt of the squared error; keeps the ranking of any map
+            amap = amap.clamp_min(0).sqrt()
+        amap = smooth(amap, sigma) * mask
         scores.append(image_score(amap, mask, reduction, k))
         sums.append(amap.sum(dim=(1, 2, 3)))
         maps.extend(amap[:, 0].numpy())
@@ -141,16 +154,21 @@ def detect(cfg: DictConfig, splits: DataSplits, masks: SegmentResult, cache: Sta
             min_foreground=cfg.detect.min_foreground,
             seed=cfg.seed,
         )
+        started = time.perf_counter()
         _train(cfg, task, data, folder)
+        train_s = time.perf_counter() - started
         save_file({k: v.contiguous() for k, v in task.state_dict().items()}, str(folder / "model.safetensors"))
         rows, test_maps = [], []
+        started = time.perf_counter()
         for role, table in tables.items():
             scores, sums, maps = score_samples(
-                task, samples[role], cfg.scoring.reduction, cfg.scoring.k, cfg.detect.map_sigma, cfg.data.batch_size
+                task, samples[role], cfg.scoring, cfg.detect.map_sigma, cfg.data.batch_size
             )
             rows.append(table.assign(role=role, score=scores, map_sum=sums))
             if role == "test":
                 test_maps = maps
+        timings = {"train_s": train_s, "infer_img_per_s": len(splits.all()) / (time.perf_counter() - started)}
+        (folder / "timings.json").write_text(json.dumps(timings))
         pd.concat(rows, ignore_index=True).to_csv(folder / "scores.csv", index=False)
         np.savez_compressed(folder / "test_maps.npz", *[m.astype(np.float16) for m in test_maps])
         np.savez_compressed(folder / "test_defect_masks.npz", *[s.defect_mask for s in samples["test"]])
@@ -161,6 +179,9 @@ def detect(cfg: DictConfig, splits: DataSplits, masks: SegmentResult, cache: Sta
     scores = pd.read_csv(folder / "scores.csv")
     if mlflow.active_run():
         mlflow.set_tag("stage_cache_hit", str(hit))
+        timings = folder / "timings.json"  # of the run that trained, also logged on a hit
+        if timings.is_file():  # absent from folders cached before timings were recorded
+            mlflow.log_metrics({f"detect/{k}": v for k, v in json.loads(timings.read_text()).items()})
         mlflow.log_artifact(str(folder / "scores.csv"))
         if cfg.mlflow.log_models:
             mlflow.log_artifact(str(folder / "model.safetensors"), "model")
