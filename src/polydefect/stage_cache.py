@@ -7,6 +7,7 @@ and renamed into place only when complete.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -56,11 +57,18 @@ class StageCache:
             log.info("Stage %s: reusing cached result %s", stage, final)
             return final, True
         work = self.partial_path(stage, key)
-        if work.exists():
-            log.info("Stage %s: resuming partial result %s", stage, work)
-        work.mkdir(parents=True, exist_ok=True)
-        make(work)
-        (work / DONE).write_text(key)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(work, final)
+        work.parent.mkdir(parents=True, exist_ok=True)
+        with open(work.parent / f".{key}.lock", "a") as lock:
+            # parallel jobs (joblib, SLURM array tasks) needing the same stage: one builds it, the others wait
+            fcntl.lockf(lock, fcntl.LOCK_EX)
+            if self.is_complete(stage, key):
+                log.info("Stage %s: reusing the result a parallel job built %s", stage, final)
+                return final, True
+            if work.exists():
+                log.info("Stage %s: resuming partial result %s", stage, work)
+            work.mkdir(exist_ok=True)
+            make(work)
+            (work / DONE).write_text(key)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(work, final)
         return final, False

@@ -6,12 +6,15 @@ FAILED by the next start on the same host, so no run is ever left RUNNING.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import math
 import os
 import signal
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,11 +22,13 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 PID_TAG, HOST_TAG = "polydefect.pid", "polydefect.host"
+SLURM_TAG = "slurm.job_id"
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, str]:
@@ -94,11 +99,50 @@ def _terminate_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def absolute_uri(tracking_uri: str) -> str:
+    """The store's URI with a relative SQLite path made absolute, so it still names the store from elsewhere."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return tracking_uri
+    return "sqlite:///" + str(Path(tracking_uri.removeprefix("sqlite:///")).expanduser().resolve())
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a SQLite store go beside its database file, not into `./mlruns` of whatever directory the
+    run started in (MLflow's default); other stores keep their own default (None)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(absolute_uri(tracking_uri).removeprefix("sqlite:///"))
+    return (database.parent / "mlruns").as_uri()
+
+
+@contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive lock while parallel jobs open one SQLite store: the first one creates its tables, and
+    two creating them at once fail ("table ... already exists"); other stores need no lock."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    digest = hashlib.sha256(absolute_uri(tracking_uri).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"polydefect-mlflow-{digest}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def configure(cfg: DictConfig) -> str:
-    """Point MLflow at the configured store and experiment; returns the experiment id."""
-    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-    experiment = mlflow.set_experiment(cfg.mlflow.experiment_name)
-    return experiment.experiment_id
+    """Point MLflow at the configured store and experiment, creating both if needed; returns the experiment id."""
+    uri, name = cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name
+    mlflow.set_tracking_uri(uri)
+    with _store_lock(uri):
+        client = MlflowClient()
+        if client.get_experiment_by_name(name) is None:
+            try:
+                client.create_experiment(name, artifact_location=artifact_location(uri))
+            except MlflowException:  # created meanwhile by a job on another host
+                log.debug("experiment %s already created by another job", name)
+    return mlflow.set_experiment(name).experiment_id
 
 
 @contextmanager
@@ -108,6 +152,8 @@ def pipeline_run(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> Iterat
     fail_stale_runs(MlflowClient(), experiment_id)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     all_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), "git_commit": git_commit(), **tags}
+    if "SLURM_JOB_ID" in os.environ:  # find the job's logs (sacct, .submitit/) from its run, and back
+        all_tags[SLURM_TAG] = os.environ["SLURM_JOB_ID"]
     with _terminate_raises(), mlflow.start_run(run_name=run_name, tags=all_tags) as run:
         try:
             params = flatten(resolved)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -20,6 +21,7 @@ from polydefect.stage_cache import StageCache
 
 log = logging.getLogger(__name__)
 STAGES = ("data", "segment", "detect", "evaluate")
+RUN_FILE = "mlflow_run.json"  # in the run's output folder: its MLflow run id and store
 
 
 def hydra_choices() -> dict[str, str]:
@@ -55,6 +57,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     with tracking.pipeline_run(cfg, run_name=cfg.name, tags=run_tags(cfg)) as parent:
         log.info("MLflow run %s (%s)", parent.info.run_id, cfg.mlflow.tracking_uri)
+        output_dir.mkdir(parents=True, exist_ok=True)  # lets `polydefect.inspect run=<this folder>` find the run
+        run_file = {"run_id": parent.info.run_id, "tracking_uri": tracking.absolute_uri(cfg.mlflow.tracking_uri)}
+        (output_dir / RUN_FILE).write_text(json.dumps(run_file, indent=2))
         with tracking.stage_run("data"):
             splits = prepare_data(cfg)
         masks = SegmentResult(key="none")

@@ -8,7 +8,10 @@ from typing import Any
 import mlflow
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.plugins.environments import LightningEnvironment
 from omegaconf import DictConfig
+
+SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # strategies whose ranks are processes started by the fit
 
 
 def mlflow_logger() -> MLFlowLogger | bool:
@@ -47,4 +50,8 @@ def trainer_kwargs(cfg: DictConfig, stage_max_epochs: int, root_dir: Path) -> di
     )
     if t.enable_progress_bar:
         kwargs["callbacks"] = [RichProgressBar(leave=True)]
+    if t.strategy in SPAWNING:
+        # The strategy starts its ranks itself: inside a SLURM job, Lightning would otherwise take the job's one
+        # task for the whole world and train on a single process.
+        kwargs["plugins"] = [LightningEnvironment()]
     return kwargs
