@@ -55,6 +55,7 @@ class PreprocessConfig:
 @dataclass
 class SegmentStageConfig:
     mean_mask: bool = False  # replace each mask by its view's mean over all batches (thesis 5.1.1)
+    max_epochs: int | None = None  # caps the segmenter's own epochs (thesis: 100+); None: no cap
 
 
 @dataclass
@@ -62,6 +63,7 @@ class DetectStageConfig:
     min_foreground: float = 0.05  # training windows whose core is less object than this are skipped
     map_sigma: float = 0.0  # Gaussian smoothing of anomaly maps, px (after the map, before scoring)
     samples: int = 4  # test images drawn as input / reconstruction / map panels
+    max_epochs: int | None = None  # caps the model's own epochs (thesis: 100); None: no cap
 
 
 @dataclass

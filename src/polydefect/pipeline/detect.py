@@ -27,7 +27,7 @@ from polydefect.data.datamodules import ImageDataset, ReconstructionDataModule
 from polydefect.data.sample import Sample, load_sample
 from polydefect.data.splits import DataSplits
 from polydefect.pipeline.segment import SegmentResult
-from polydefect.pipeline.training import trainer_kwargs
+from polydefect.pipeline.training import epoch_budget, trainer_kwargs
 from polydefect.scoring.maps import smooth
 from polydefect.scoring.scores import image_score
 from polydefect.stage_cache import StageCache, config_key
@@ -66,7 +66,7 @@ def build_task(cfg: DictConfig) -> L.LightningModule:
 def _train(cfg: DictConfig, task: L.LightningModule, data: ReconstructionDataModule, folder: Path) -> None:
     """Fit with checkpoints in the stage folder; a `last.ckpt` left by a killed run is resumed from."""
     checkpoints = folder / "checkpoints"
-    kwargs = trainer_kwargs(cfg, int(cfg.model.get("max_epochs", 1)), folder)
+    kwargs = trainer_kwargs(cfg, epoch_budget(int(cfg.model.get("max_epochs", 1)), cfg.detect.max_epochs), folder)
     validates = type(task).validation_step is not L.LightningModule.validation_step
     # keep the best epoch by validation loss where the task has one; else just the last
     best = dict(monitor="val/loss", mode="min", save_top_k=1) if validates else {}

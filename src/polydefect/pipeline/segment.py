@@ -20,7 +20,7 @@ from polydefect.data.preprocess import to_grey_uint8
 from polydefect.data.sample import optional_path
 from polydefect.data.splits import DataSplits
 from polydefect.evaluation.segmentation_metrics import save_overlay, segmentation_metrics
-from polydefect.pipeline.training import trainer_kwargs
+from polydefect.pipeline.training import epoch_budget, trainer_kwargs
 from polydefect.segmentation.base import build_segmenter
 from polydefect.segmentation.mean_mask import MeanMask
 from polydefect.stage_cache import StageCache, config_key
@@ -55,7 +55,7 @@ def _train_unet(cfg: DictConfig, segmenter: Any, splits: DataSplits, folder: Pat
         augment=cfg.augment,
         seed=cfg.seed,
     )
-    kwargs = trainer_kwargs(cfg, segmenter.max_epochs, folder)
+    kwargs = trainer_kwargs(cfg, epoch_budget(segmenter.max_epochs, cfg.segment.max_epochs), folder)
     segmenter.fit_datamodule(datamodule, workdir=folder, trainer_kwargs=kwargs)
     segmenter.save(folder / "unet.safetensors")
 

@@ -22,6 +22,11 @@ def mlflow_logger() -> MLFlowLogger | bool:
     return MLFlowLogger(tracking_uri=mlflow.get_tracking_uri(), run_id=run.info.run_id)
 
 
+def epoch_budget(own: int, cap: int | None) -> int:
+    """A stage's epochs: its model's own number, capped by the run's budget (`segment.max_epochs`, ...)."""
+    return own if cap is None else min(own, cap)
+
+
 def trainer_kwargs(cfg: DictConfig, stage_max_epochs: int, root_dir: Path) -> dict[str, Any]:
     """`lightning.Trainer` keyword arguments for one stage.
 
