@@ -1,0 +1,197 @@
+"""`python -m polydefect.inspect run=<run id or folder> data.root=<folder>`: score a new batch with a trained pipeline.
+
+Everything comes from the run's MLflow artifacts: the resolved config, the U-Net and detector weights
+(safetensors: nothing is unpickled), the fitted thresholds and the training scores the SPC limits are fitted on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import hydra
+import numpy as np
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from polydefect.data.io import read_image, write_image_atomic
+from polydefect.data.layout import discover
+from polydefect.data.preprocess import to_grey_uint8
+from polydefect.data.sample import load_sample
+from polydefect.pipeline.detect import load_task, score_samples
+from polydefect.pipeline.run import RUN_FILE
+from polydefect.reporting.html import render_report
+from polydefect.reporting.overlay import anomaly_overlay
+from polydefect.scoring import spc
+from polydefect.scoring.thresholds import Threshold
+from polydefect.segmentation.base import build_segmenter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainedPipeline:
+    """A finished run's parts, downloaded into `folder`."""
+
+    run_id: str
+    cfg: DictConfig
+    folder: Path  # config.yaml, model.safetensors, thresholds.json, scores.csv, maybe unet.safetensors
+    thresholds: dict[str, Threshold]
+    train_scores: pd.DataFrame
+
+
+def locate_run(run: str, tracking_uri: str) -> tuple[str, str]:
+    """(run id, store) from a run id, or from a run's output folder holding `mlflow_run.json`."""
+    folder = Path(run).expanduser()
+    if folder.is_dir():
+        run_file = folder / RUN_FILE
+        if not run_file.is_file():
+            raise FileNotFoundError(f"run={run}: no {RUN_FILE} in this folder; is it a polydefect run's output folder?")
+        found = json.loads(run_file.read_text())
+        return found["run_id"], found["tracking_uri"]
+    return run, tracking_uri
+
+
+def download_pipeline(run_id: str, tracking_uri: str, folder: Path) -> TrainedPipeline:
+    """Fetch the artifacts of the parent run and of its segment, detect and evaluate stage runs."""
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(run_id)
+    stages = {
+        r.data.tags.get("stage"): r
+        for r in client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    }
+    if "detect" not in stages or "evaluate" not in stages:
+        raise ValueError(f"run={run_id}: has no detect and evaluate stages (stages: {sorted(stages)})")
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = [(run_id, "config.yaml"), (stages["detect"].info.run_id, "scores.csv")]
+    wanted += [(stages["evaluate"].info.run_id, "evaluation/thresholds.json")]
+    detect_artifacts = {a.path for a in client.list_artifacts(stages["detect"].info.run_id, "model")}
+    if "model/model.safetensors" not in detect_artifacts:
+        raise FileNotFoundError(f"run={run_id}: no model/model.safetensors artifact (was mlflow.log_models false?)")
+    wanted.append((stages["detect"].info.run_id, "model/model.safetensors"))
+    segment_id = stages["segment"].info.run_id if "segment" in stages else None
+    if segment_id and "unet.safetensors" in {a.path for a in client.list_artifacts(segment_id)}:
+        wanted.append((segment_id, "unet.safetensors"))
+    for source, path in wanted:
+        local = Path(client.download_artifacts(source, path, str(folder)))
+        if local.parent != folder:
+            local.replace(folder / local.name)
+    thresholds = json.loads((folder / "thresholds.json").read_text())
+    return TrainedPipeline(
+        run_id=run_id,
+        cfg=OmegaConf.load(folder / "config.yaml"),
+        folder=folder,
+        thresholds={kind: Threshold.from_dict(t) for kind, t in thresholds.items()},
+        train_scores=pd.read_csv(folder / "scores.csv"),
+    )
+
+
+def object_masks(pipeline: TrainedPipeline, table: pd.DataFrame, folder: Path) -> list[str | None]:
+    """The run's segmenter applied to every image (mask PNGs in `folder`), or None: the data's own masks."""
+    if not pipeline.cfg.segmenter:
+        return [None] * len(table)
+    segmenter = build_segmenter(pipeline.cfg.segmenter)
+    weights = pipeline.folder / "unet.safetensors"
+    if hasattr(segmenter, "load"):
+        segmenter.load(weights)
+    paths = []
+    for index, image_path in enumerate(table["image_path"]):
+        mask = segmenter.predict_batch([to_grey_uint8(read_image(image_path))])[0]
+        path = folder / f"{index:06d}.png"
+        write_image_atomic(path, mask.astype(np.uint8) * 255)
+        paths.append(str(path))
+    return paths
+
+
+def verdict_threshold(pipeline: TrainedPipeline, wanted: str, views: list[str]) -> Threshold:
+    """The wanted threshold if the run fitted one covering these views, else the global one."""
+    threshold = pipeline.thresholds.get(wanted)
+    if threshold is not None and ("*" in threshold.values or set(views) <= set(threshold.values)):
+        return threshold
+    log.info("threshold=%s not usable for these views: verdicts use the global threshold", wanted)
+    return pipeline.thresholds["global"]
+
+
+def batch_nqi(pipeline: TrainedPipeline, scored: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
+    """nQI per new image and verdict per batch, with limits fitted on the run's good real training batches."""
+    train = pipeline.train_scores
+    real = train[(train["domain"] == "real") & (train["role"] != "test")]
+    reference = sorted(set(real["batch"]) - set(real[real["label"] == 1]["batch"]))
+    try:
+        limits = spc.fit_control_limits(
+            spc.totals_table(real["batch"], list(real["view"]), real["map_sum"]),
+            reference,
+            sigma=pipeline.cfg.scoring.spc.sigma,
+        )
+        table = spc.nqi(spc.totals_table(scored["batch"], list(scored["view"]), scored["map_sum"]), limits)
+    except (KeyError, ValueError) as error:
+        return None, f"nQI not computed: {error}"
+    return table, f"nQI limits from the run's good training batches {reference}, sigma {limits.sigma}"
+
+
+def inspect_folder(cfg: DictConfig, out: Path) -> Path:
+    """Score every image under `cfg.data.root` and write report.html, report.csv and the overlays into `out`."""
+    run_id, tracking_uri = locate_run(str(cfg.run), cfg.mlflow.tracking_uri)
+    pipeline = download_pipeline(run_id, tracking_uri, out / "pipeline")
+    table = discover(cfg.data.root, cfg.data.layout)
+    log.info("Scoring %d images of %s with run %s", len(table), cfg.data.root, run_id)
+    masks = object_masks(pipeline, table, out / "masks")
+    samples = [
+        load_sample(row, pipeline.cfg.preprocess, m) for (_, row), m in zip(table.iterrows(), masks, strict=True)
+    ]
+    task = load_task(pipeline.cfg, pipeline.folder)
+    scores, sums, maps = score_samples(
+        task, samples, pipeline.cfg.scoring, pipeline.cfg.detect.map_sigma, cfg.batch_size
+    )
+    views = [str(v) for v in table["view"]]
+    threshold = verdict_threshold(pipeline, cfg.threshold, views)
+    scored = table[["image_path", "batch", "view", "label"]].assign(
+        score=scores,
+        threshold=threshold.for_views(views, len(views)).numpy(),
+        anomalous=threshold.predict(scores, views).numpy(),
+        map_sum=sums,
+    )
+    nqi_table, nqi_note = batch_nqi(pipeline, scored)
+    batches = None
+    if nqi_table is not None:
+        scored = scored.merge(nqi_table[["batch", "view", "nqi", "ucl", "out_of_control"]], on=["batch", "view"])
+        batches = spc.batch_verdict(nqi_table, pipeline.cfg.scoring.spc.min_views)
+    vmax = float(np.percentile(np.concatenate([m[m > 0] for m in maps] or [np.ones(1)]), 99.5))
+    overlay_paths = [""] * len(scored)
+    for index in np.argsort(-scores)[: cfg.overlays]:
+        name = f"overlays/{index:04d}_{Path(table.iloc[index]['image_path']).stem}.png"
+        (out / "overlays").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(
+            str(out / name), anomaly_overlay(samples[index].image, maps[index], samples[index].object_mask, vmax)
+        )
+        overlay_paths[index] = name
+    scored = scored.assign(overlay=overlay_paths)
+    scored.to_csv(out / "report.csv", index=False)
+    summary = {
+        "run": run_id,
+        "store": tracking_uri,
+        "experiment": str(pipeline.cfg.name),
+        "images": str(cfg.data.root),
+        "threshold": f"{threshold.kind} ({threshold.method})",
+        "flagged": f"{int(scored['anomalous'].sum())} of {len(scored)} images",
+    }
+    page = render_report(f"polydefect inspection: {Path(cfg.data.root).name}", summary, scored, batches, [nqi_note])
+    (out / "report.html").write_text(page)
+    if batches is not None:
+        batches.to_csv(out / "batches.csv", index=False)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="inspect")
+def main(cfg: DictConfig) -> None:
+    out = inspect_folder(cfg, Path(HydraConfig.get().runtime.output_dir))
+    print(f"Report: {out / 'report.html'}")
+
+
+if __name__ == "__main__":
+    main()

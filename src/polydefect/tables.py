@@ -1,0 +1,252 @@
+"""`python -m polydefect.tables`: the thesis tables from the MLflow runs of a sweep, as Markdown and CSV.
+
+Each table keeps the latest finished run per cell (e.g. per model and preprocessing) and puts the thesis'
+published numbers beside ours where the thesis has them (Table 1.1, Table 4.1, section 4.3.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+PREPROCESSING = {  # conf/ablation choice -> Table 1.1 row label
+    "segmented": "Segmented",
+    "clahe": "Segmented and Contrast Enhanced",
+    "clahe_augmented": "Segmented, Contrast Enhanced and Augmented",
+}
+THESIS_1_1 = {  # (model, ablation) -> (F1, AUCROC), Table 1.1
+    ("dae", "segmented"): (0.29, 0.63),
+    ("dae", "clahe"): (0.54, 0.77),
+    ("dae", "clahe_augmented"): (0.68, 0.92),
+    ("cae", "segmented"): (0.55, 0.82),
+    ("cae", "clahe"): (0.59, 0.91),
+    ("cae", "clahe_augmented"): (0.70, 0.96),
+}
+SEGBENCH = {  # conf/segbench choice -> (segmenter, train_data)
+    "unet_synthetic": ("unet", "synthetic"),
+    "unet_real": ("unet", "real"),
+    "unet_mixed": ("unet", "mixed"),
+    "otsu": ("otsu", "none"),
+    "kmeans": ("kmeans", "none"),
+    "watershed": ("watershed", "none"),
+}
+THESIS_4_1 = {  # train_data -> (precision, recall, F1, AUC) of the U-Net, Table 4.1
+    "synthetic": (0.734, 0.433, 0.55, 0.69),
+    "real": (0.968, 0.999, 0.98, 0.97),
+    "mixed": (0.991, 0.991, 0.99, 0.99),
+}
+THESIS_ANOMALY_AUROC = {"real": 0.53, "synthetic": 0.54, "mixed": 0.51}  # CAE, section 4.3.2 / figure 4.6
+TRAIN_DATA = ("real", "synthetic", "mixed")
+THRESHOLDS = ("global", "per_view", "val_f1")
+SEGMENT_METRICS = ("precision", "recall", "f1", "auc", "iou")
+IMAGE_METRICS = ("image_auroc", "image_auprc", "f1", "f2")
+
+
+@dataclass
+class Table:
+    """One output table: its file stem, a title for the Markdown, and the rows."""
+
+    name: str
+    title: str
+    frame: pd.DataFrame
+
+
+def parent_runs(client: MlflowClient, experiment: str) -> list[Run]:
+    """Finished pipeline (parent) runs of the experiment, newest first."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise SystemExit(f"--experiment: no MLflow experiment named {experiment!r} in {client.tracking_uri}")
+    runs = client.search_runs(
+        [found.experiment_id],
+        "attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
+    )
+    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+
+
+def latest(runs: list[Run], cell: Callable[[Run], tuple | None]) -> dict[tuple, Run]:
+    """The newest run per cell; `cell` returns None for runs that belong to no cell of this table."""
+    chosen: dict[tuple, Run] = {}
+    for run in runs:  # newest first
+        key = cell(run)
+        if key is not None and key not in chosen:
+            chosen[key] = run
+    return chosen
+
+
+def metric(run: Run | None, key: str) -> float:
+    return run.data.metrics.get(key, math.nan) if run else math.nan
+
+
+def run_id(run: Run | None) -> str:
+    return run.info.run_id if run else ""
+
+
+def tag_cell(*names: str) -> Callable[[Run], tuple | None]:
+    """A cell key made of these tags, for runs that have all of them."""
+
+    def cell(run: Run) -> tuple | None:
+        tags = run.data.tags
+        return tuple(tags[n] for n in names) if all(n in tags for n in names) else None
+
+    return cell
+
+
+def table_1_1(runs: list[Run]) -> Table:
+    """Table 1.1: DAE and CAE x preprocessing (conf/ablation); F1 and AUROC with the global threshold."""
+    cells = latest(runs, tag_cell("choice.model", "choice.ablation"))
+    rows = []
+    for (model, ablation), (thesis_f1, thesis_auroc) in THESIS_1_1.items():
+        run = cells.get((model, ablation))
+        rows.append(
+            {
+                "model": model.upper(),
+                "preprocessing": PREPROCESSING[ablation],
+                "f1": metric(run, "test/global/f1"),
+                "auroc": metric(run, "test/global/image_auroc"),
+                "thesis_f1": thesis_f1,
+                "thesis_auroc": thesis_auroc,
+                "run_id": run_id(run),
+            }
+        )
+    return Table("table_1_1", "Table 1.1: DAE and CAE, trained and tested on real data", pd.DataFrame(rows))
+
+
+def table_4_1(runs: list[Run]) -> Table:
+    """Table 4.1: object segmentation of the real test batches by the U-Net (per training data) and baselines."""
+    cells = latest(runs, tag_cell("choice.segbench"))
+    rows = []
+    for bench, (segmenter, train_data) in SEGBENCH.items():
+        run = cells.get((bench,))
+        thesis = dict(zip(("precision", "recall", "f1", "auc"), THESIS_4_1.get(train_data, ()), strict=False))
+        rows.append(
+            {
+                "segmenter": segmenter,
+                "train_data": train_data,
+                **{m: metric(run, f"segment/test_{m}") for m in SEGMENT_METRICS},
+                **{f"thesis_{m}": thesis.get(m, math.nan) for m in ("precision", "recall", "f1", "auc")},
+                "run_id": run_id(run),
+            }
+        )
+    return Table("table_4_1", "Table 4.1: object segmentation, tested on real batches 1-2", pd.DataFrame(rows))
+
+
+def default_anomaly_cell(run: Run) -> tuple | None:
+    """(model, train data) of the default anomaly runs: +experiment=real|synthetic|mixed or the thesis' cells."""
+    tags = run.data.tags
+    experiment, cell = tags.get("choice.experiment"), tags.get("choice.cell", "")
+    if experiment in TRAIN_DATA or cell.startswith("anomaly_"):
+        return tags.get("choice.model", ""), tags.get("variant", "")
+    return None
+
+
+def anomaly_default(runs: list[Run]) -> Table:
+    """Image-level detection with the default settings, per model, training data and threshold rule."""
+    cells = latest(runs, default_anomaly_cell)
+    models = sorted({model for model, _ in cells} | {"cae"})
+    rows = []
+    for model in models:
+        for train_data in TRAIN_DATA:
+            run = cells.get((model, train_data))
+            thesis = THESIS_ANOMALY_AUROC[train_data] if model == "cae" else math.nan
+            for threshold in THRESHOLDS:
+                rows.append(
+                    {
+                        "model": model,
+                        "train_data": train_data,
+                        "threshold": threshold,
+                        **{m: metric(run, f"test/{threshold}/{m}") for m in IMAGE_METRICS},
+                        "thesis_image_auroc": thesis,
+                        "run_id": run_id(run),
+                    }
+                )
+    return Table(
+        "anomaly_default", "Defect detection with the default settings, tested on real batches 1-2", pd.DataFrame(rows)
+    )
+
+
+def magnetic_tile(client: MlflowClient, runs: list[Run]) -> Table:
+    """Every detector on MVTec-layout data (data=mvtec), with training time and scoring speed."""
+    cells = latest([r for r in runs if r.data.tags.get("variant") == "mvtec"], tag_cell("choice.model"))
+    rows = []
+    for (detector,), run in sorted(cells.items()):
+        stages = client.search_runs(
+            [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.stage = 'detect'"
+        )
+        detect = stages[0] if stages else None
+        rows.append(
+            {
+                "detector": detector,
+                "image_auroc": metric(run, "test/global/image_auroc"),
+                "image_auprc": metric(run, "test/global/image_auprc"),
+                "f1": metric(run, "test/global/f1"),
+                "pixel_auroc": metric(run, "test/pixel_auroc"),
+                "aupro": metric(run, "test/aupro"),
+                "train_s": metric(detect, "detect/train_s"),
+                "infer_img_per_s": metric(detect, "detect/infer_img_per_s"),
+                "run_id": run_id(run),
+            }
+        )
+    columns = ["detector", "image_auroc", "image_auprc", "f1", "pixel_auroc", "aupro", "train_s", "infer_img_per_s"]
+    return Table(
+        "magnetic_tile",
+        "Detectors on the magnetic-tile data (MVTec layout)",
+        pd.DataFrame(rows, columns=[*columns, "run_id"]),
+    )
+
+
+def to_markdown(table: Table, source: str) -> str:
+    """A GitHub Markdown table; empty cells where a run or a published number is missing."""
+    frame = table.frame.astype(object).where(table.frame.notna(), "")
+    cell = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = [
+        f"# {table.title}",
+        "",
+        "| " + " | ".join(frame.columns) + " |",
+        "|" + "|".join("---" for _ in frame.columns) + "|",
+        *("| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)),
+        "",
+        f"Ours: the latest finished run per row in {source}. `thesis_*`: the numbers published in the thesis.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_tables(tracking_uri: str, experiment: str, out: Path) -> list[Path]:
+    """Build every table from the experiment's runs and write `<name>.md` and `<name>.csv` into `out`."""
+    client = MlflowClient(tracking_uri)
+    runs = parent_runs(client, experiment)
+    log.info("%d finished runs in %s, experiment %s", len(runs), tracking_uri, experiment)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for table in (table_1_1(runs), table_4_1(runs), anomaly_default(runs), magnetic_tile(client, runs)):
+        table.frame.to_csv(out / f"{table.name}.csv", index=False)
+        (out / f"{table.name}.md").write_text(to_markdown(table, f"`{tracking_uri}`, experiment `{experiment}`"))
+        written += [out / f"{table.name}.md", out / f"{table.name}.csv"]
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m polydefect.tables", description=__doc__)
+    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default: %(default)s)")
+    parser.add_argument("--experiment", default="polydefect", help="MLflow experiment (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("experiments/tables"), help="folder (default: %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for path in write_tables(args.tracking_uri, args.experiment, args.out):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

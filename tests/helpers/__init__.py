@@ -1,0 +1,1 @@
+"""Helpers shared by the runner tests: tiny data, tiny configs, a temp MLflow store."""

@@ -1,0 +1,108 @@
+"""Every shipped config composes, every `_target_` node builds, and typos fail at start naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers.tiny import CONF
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from polydefect.config import register_configs
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+CELLS = sorted(p.stem for p in (CONF / "cell").glob("*.yaml"))
+TARGET_GROUPS = ("segmenter", "model", "augment")
+TARGETS = [(group, p.stem) for group in TARGET_GROUPS for p in sorted((CONF / group).glob("*.yaml"))]
+
+
+def compose_with(*overrides: str) -> DictConfig:
+    """The job config, with `${hydra:...}` (e.g. the ablations' run names) resolved as in a real run."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        cfg.name = str(cfg.name)
+    finally:
+        HydraConfig.instance().cfg = None  # the next test must not see this run's choices
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment: str) -> None:
+    cfg = compose_with(f"+experiment={experiment}")
+    assert cfg.name
+    assert set(cfg.stages) <= {"data", "segment", "detect", "evaluate"}
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_thesis_matrix_cell_composes_inside_the_thesis_experiment(cell: str) -> None:
+    cfg = compose_with("+experiment=thesis", f"+cell={cell}")
+    assert cfg.name != "thesis" and "$" not in cfg.name, "a cell must name its own runs"
+    if cell.startswith("table_4_1"):
+        assert list(cfg.stages) == ["data", "segment"]
+    if cell.startswith("table_1_1"):
+        assert cfg.data.variant == "real"
+        net = {"dae": "DenseAutoencoder", "cae": "ConvAutoencoder"}[cell.split("_")[3]]
+        assert cfg.model.net._target_.endswith(net)
+
+
+def test_the_thesis_matrix_has_the_table_1_1_table_4_1_and_train_data_cells() -> None:
+    assert len([c for c in CELLS if c.startswith("table_1_1")]) == 6
+    assert len([c for c in CELLS if c.startswith("table_4_1")]) == 6
+    assert {c for c in CELLS if c.startswith("anomaly")} == {"anomaly_real", "anomaly_synthetic", "anomaly_mixed"}
+
+
+@pytest.mark.parametrize(("group", "choice"), TARGETS, ids=[f"{g}={c}" for g, c in TARGETS])
+def test_every_config_instantiates(group: str, choice: str) -> None:
+    cfg = compose_with(f"{group}={choice}")
+    node = cfg[group]
+    if not node:  # e.g. segmenter=none: no object to build, by design
+        return
+    built = instantiate(node, _convert_="all")
+    assert built is not None
+    assert type(built).__module__.split(".")[0] in {"polydefect", "albumentations"}
+
+
+def test_a_misspelt_key_fails_naming_the_key() -> None:
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_with("data.no_such_key=1")
+    assert "no_such_key" in str(error.value) + str(error.value.__cause__)
+
+
+def test_a_wrong_type_fails_naming_the_key() -> None:
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_with("data.batch_size=many")
+    assert "batch_size" in str(error.value) + str(error.value.__cause__)
+
+
+def app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "polydefect", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_app_prints_its_help(tmp_path: Path) -> None:
+    result = app("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    groups = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line and "," in line)
+    assert "mixed" in groups["experiment"].split(", ")
+    assert {"cae", "dae"} <= set(groups["model"].split(", "))
+
+
+def test_the_app_prints_the_mixed_experiments_job_config(tmp_path: Path) -> None:
+    result = app("--cfg", "job", "+experiment=mixed", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cfg = OmegaConf.create(result.stdout)
+    assert cfg.name == "mixed"
+    assert list(cfg.data.train_domains) == ["real", "synthetic"]
+    assert not (tmp_path / "outputs").exists(), "--cfg must not start a run"
