@@ -1,0 +1,74 @@
+"""PatchCore-style feature memory: locally aggregated multi-layer patch features and nearest-neighbour distances."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def nearest_distances(queries: Tensor, bank: Tensor, k: int = 1) -> Tensor:
+    """Mean Euclidean distance of each query row (N, D) to its k nearest rows of bank (M, D) -> (N,).
+
+    Exact search with faiss (IndexFlatL2). Measured on 2 busy CPU cores, 20k queries against a 28k x 152
+    bank: faiss 19-23 s, torch.cdist in 4096-row chunks 20-21 s; faiss bounds memory without chunking.
+    """
+    if bank.shape[0] == 0:
+        raise RuntimeError("the memory bank is empty: call the task's fit() after training")
+    index = faiss.IndexFlatL2(bank.shape[1])
+    index.add(np.ascontiguousarray(bank.detach().cpu().numpy(), dtype=np.float32))
+    squared, _ = index.search(np.ascontiguousarray(queries.detach().cpu().numpy(), dtype=np.float32), min(k, len(bank)))
+    return torch.from_numpy(squared).clamp_min(0).sqrt().mean(1).to(queries.device)
+
+
+class PatchFeatureMemory(nn.Module):
+    """Embeds images as patch features and scores each patch by its distance to a bank of normal patches.
+
+    Each requested backbone map is averaged over an `aggregation` x `aggregation` neighbourhood (so a
+    patch feature sees its surroundings, PatchCore's local aggregation), resized to the finest map and
+    concatenated along channels. The bank is a buffer, so it is saved and loaded with the state dict.
+
+    Args:
+        backbone: frozen module mapping (B, C, H, W) in [0, 1] to a list of feature maps (finest first
+            or not: all are resized to the largest one).
+        aggregation: side of the averaging neighbourhood in feature-map cells; 1 turns it off.
+        k: neighbours averaged for a patch's distance.
+    """
+
+    def __init__(self, backbone: nn.Module, aggregation: int = 3, k: int = 1) -> None:
+        super().__init__()
+        if aggregation < 1 or aggregation % 2 == 0:
+            raise ValueError(f"model.net.aggregation must be an odd size >= 1, got {aggregation}")
+        if k < 1:
+            raise ValueError(f"model.net.k must be >= 1, got {k}")
+        self.backbone, self.aggregation, self.k = backbone, aggregation, k
+        self.register_buffer("bank", torch.empty(0, sum(backbone.channels)))
+
+    def embed(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, D, h, w) patch features at the finest requested stride."""
+        maps = self.backbone(images)
+        size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+        pad = self.aggregation // 2
+        pooled = [F.avg_pool2d(m, self.aggregation, 1, pad, count_include_pad=False) for m in maps]
+        return torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in pooled], 1)
+
+    def remember(self, features: Tensor) -> None:
+        """Make features (M, D) the bank of normal patches."""
+        self.bank = features.detach().to(self.bank.device, torch.float32).contiguous()
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, 1, h, w) distance of every patch to its nearest normal patches."""
+        features = self.embed(images)
+        b, d, h, w = features.shape
+        distances = nearest_distances(features.permute(0, 2, 3, 1).reshape(-1, d), self.bank, self.k)
+        return distances.reshape(b, 1, h, w)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # The bank's size is known only once fitted: take the stored one's shape before copying into it.
+        if prefix + "bank" in state_dict:
+            self.bank = torch.empty_like(state_dict[prefix + "bank"], device=self.bank.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

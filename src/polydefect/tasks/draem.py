@@ -1,0 +1,105 @@
+"""Training DRAEM on good images with pasted synthetic anomalies; its segmentation output is the anomaly map."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polydefect.data.synthetic_anomalies import paste_anomalies
+from polydefect.models.draem import Draem
+from polydefect.models.losses import mse_ssim_loss
+
+
+def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
+    """Binary focal loss (Lin et al. 2017) of logits and {0, 1} targets of one shape, averaged over pixels.
+
+    Anomalous pixels are a few percent of a batch: the focal term keeps the many easy good pixels
+    from swamping them, as in DRAEM's discriminative loss.
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return ((1 - torch.exp(-bce)) ** gamma * bce).mean()
+
+
+class DraemTask(L.LightningModule):
+    """DRAEM's training: reconstruction loss (MSE + SSIM) plus focal segmentation loss on pasted anomalies.
+
+    Images are resized to a square `input_size` inside the task (it must suit the net's poolings)
+    and maps are resized back to the caller's H, W.
+
+    Args:
+        net: the `Draem` networks.
+        optimizer: a partial optimizer (Hydra `_partial_: true`) completed with the net's parameters.
+        input_size: side of the square the nets see, px.
+        anomaly_probability: chance that a training image gets a synthetic anomaly.
+        focal_gamma: focusing exponent of the segmentation loss.
+        seed: seeds the synthetic anomalies (validation uses a fixed stream, so `val/loss` is comparable).
+        max_epochs: this stage's epoch budget; the pipeline hands it to the Trainer.
+    """
+
+    def __init__(
+        self,
+        net: Draem,
+        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+        input_size: int = 128,
+        anomaly_probability: float = 0.5,
+        focal_gamma: float = 2.0,
+        seed: int = 0,
+        max_epochs: int = 30,
+    ) -> None:
+        super().__init__()
+        if input_size % net.divisor:
+            raise ValueError(f"model.input_size {input_size} must be divisible by {net.divisor} (the net's poolings)")
+        self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _prepare(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, net.in_channels, S, S): grey replicated to colour, colour averaged to grey."""
+        if images.shape[1] != self.net.in_channels:
+            images = images.mean(1, keepdim=True).expand(-1, self.net.in_channels, -1, -1)
+        size = (self.hparams.input_size,) * 2
+        if tuple(images.shape[-2:]) == size:
+            return images
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+    def _step(self, batch: dict[str, Tensor], stage: str, generator: torch.Generator) -> dict[str, Tensor]:
+        x = self._prepare(batch["image"])  # (B, C, S, S) in [0, 1]
+        anomalous, masks = paste_anomalies(x, generator, self.hparams.anomaly_probability)
+        x_hat = self.net.reconstruct(anomalous)
+        logits = self.net.segment(anomalous, x_hat)
+        reconstruction = mse_ssim_loss(x_hat, x)
+        segmentation = focal_loss(logits, masks, self.hparams.focal_gamma)
+        loss = reconstruction + segmentation
+        training, size = stage == "train", len(x)
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=training, on_epoch=not training, batch_size=size)
+        self.log(
+            f"{stage}/reconstruction_loss", reconstruction, on_step=training, on_epoch=not training, batch_size=size
+        )
+        self.log(f"{stage}/segmentation_loss", segmentation, on_step=training, on_epoch=not training, batch_size=size)
+        return {"loss": loss, "output": logits}
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, "train", self.generator)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, "val", torch.Generator().manual_seed(self.hparams.seed + 1 + batch_idx))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.parameters())
+
+    @torch.inference_mode()
+    def anomaly_map(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, 1, H, W) float32 anomaly probability from the segmentation head."""
+        was_training = self.training
+        self.eval()
+        try:
+            images = images.to(self.device, torch.float32)
+            probability = torch.sigmoid(self.net(self._prepare(images)))
+        finally:
+            self.train(was_training)
+        return F.interpolate(probability, size=images.shape[-2:], mode="bilinear", align_corners=False)

@@ -1,0 +1,94 @@
+"""Training a feature-memory detector: one pass collecting patch features of good images, then a coreset bank."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from polydefect.models.coreset import greedy_coreset
+from polydefect.models.feature_memory import PatchFeatureMemory
+from polydefect.scoring.maps import smooth
+
+
+class MemoryBankTask(L.LightningModule):
+    """PatchCore-style detector: no optimizer, one epoch of feature collection, then an explicit `fit()`.
+
+    Images of any size are resized to a square `input_size` inside the task (square beat aspect-kept
+    inputs on magnetic tiles), and the maps are resized back, so callers see their own H, W.
+
+    Args:
+        net: the feature memory (backbone, aggregation, k) whose bank `fit()` fills.
+        input_size: side of the square the backbone sees, px; None keeps each batch's size.
+        bank_ratio: fraction of the collected patch features kept by the greedy coreset, in (0, 1].
+        sigma: Gaussian smoothing std of the map at `input_size` resolution, px; 0 turns it off.
+        projection_dim: random-projection dimensions used by the coreset selection.
+        chunk_size: most features reduced together by the coreset selection (cost grows with it).
+        seed: fixes the coreset selection.
+        max_epochs: this stage's epoch budget; one pass is all the bank needs.
+    """
+
+    def __init__(
+        self,
+        net: PatchFeatureMemory,
+        input_size: int | None = 160,
+        bank_ratio: float = 0.1,
+        sigma: float = 4.0,
+        projection_dim: int = 128,
+        chunk_size: int = 10_000,
+        seed: int = 0,
+        max_epochs: int = 1,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < bank_ratio <= 1.0:
+            raise ValueError(f"model.bank_ratio must be in (0, 1], got {bank_ratio}")
+        if input_size is not None and input_size < 32:
+            raise ValueError(f"model.input_size must be >= 32 px or null, got {input_size}")
+        self.save_hyperparameters(ignore=["net"], logger=False)
+        self.net = net
+        self.collected: list[Tensor] = []  # (N_i, D) patch features per training batch, on the CPU
+
+    def _resize(self, images: Tensor) -> Tensor:
+        size = self.hparams.input_size
+        if size is None or tuple(images.shape[-2:]) == (size, size):
+            return images
+        return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+    @torch.no_grad()
+    def collect(self, images: Tensor) -> int:
+        """Store the patch features of good images (B, C, H, W) for `fit()`; returns how many are stored."""
+        features = self.net.embed(self._resize(images.to(self.device, torch.float32)))  # (B, D, h, w)
+        self.collected.append(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).cpu())
+        return sum(len(f) for f in self.collected)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.log("train/features", float(self.collect(batch["image"])), on_step=True, batch_size=1)
+
+    def on_train_epoch_end(self) -> None:
+        # A second pass would only repeat the same features (the backbone is frozen).
+        self.trainer.should_stop = True
+
+    def configure_optimizers(self) -> None:
+        return None
+
+    def fit(self) -> None:
+        """Build the bank from the collected features with the greedy coreset, then free them."""
+        if not self.collected:
+            raise RuntimeError("MemoryBankTask.fit(): no features collected; run trainer.fit on good images first")
+        features = torch.cat(self.collected)
+        chosen = greedy_coreset(
+            features, self.hparams.bank_ratio, self.hparams.projection_dim, self.hparams.chunk_size, self.hparams.seed
+        )
+        self.net.remember(features[chosen])
+        self.collected = []
+
+    @torch.inference_mode()
+    def anomaly_map(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 patch distance: higher = more anomalous."""
+        images = images.to(self.device, torch.float32)
+        resized = self._resize(images)
+        distances = self.net(resized)  # (B, 1, h, w)
+        amap = F.interpolate(distances, size=resized.shape[-2:], mode="bilinear", align_corners=False)
+        amap = smooth(amap, self.hparams.sigma)
+        return F.interpolate(amap, size=images.shape[-2:], mode="bilinear", align_corners=False)

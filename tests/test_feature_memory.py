@@ -1,0 +1,144 @@
+"""The PatchCore-style memory-bank detector: one epoch of training, fit(), maps, and a state that reloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+
+from polydefect.models.backbones import EfficientNetLiteFeatures
+from polydefect.models.feature_memory import PatchFeatureMemory, nearest_distances
+from polydefect.tasks.ensemble import EnsembleTask
+from polydefect.tasks.memory_bank import MemoryBankTask
+
+
+def _tiles(count: int, seed: int, defect: bool = False, size: tuple[int, int] = (72, 88)) -> torch.Tensor:
+    """Grey textured surfaces (B, 1, H, W) in [0, 1]; defective ones carry a dark blotch in the centre."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    yy, xx = np.mgrid[:height, :width]
+    images = []
+    for _ in range(count):
+        phase = rng.uniform(0, 2 * np.pi)
+        image = 0.5 + 0.1 * np.sin(xx / 3.0 + phase) + rng.normal(0, 0.03, size)
+        if defect:
+            image[(yy - 36) ** 2 + (xx - 44) ** 2 < 64] = 0.05
+        images.append(image)
+    return torch.from_numpy(np.clip(np.stack(images), 0, 1)).float()[:, None]
+
+
+def _task(**overrides: object) -> MemoryBankTask:
+    net = PatchFeatureMemory(EfficientNetLiteFeatures("efficientnet-lite0", stages=[2, 4]), aggregation=3, k=1)
+    settings = {"input_size": 64, "bank_ratio": 0.25, "sigma": 2.0} | overrides
+    return MemoryBankTask(net, **settings)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> MemoryBankTask:
+    torch.manual_seed(0)
+    task = _task()
+    loader = DataLoader([{"image": image} for image in _tiles(8, seed=0)], batch_size=4)
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(task, train_dataloaders=loader, val_dataloaders=loader)
+    assert trainer.current_epoch == 1  # one pass, whatever max_epochs says
+    task.fit()
+    return task
+
+
+def test_fit_keeps_the_bank_ratio_of_the_collected_patch_features(fitted: MemoryBankTask) -> None:
+    patches_per_image = 8 * 8  # 64 px input at stride 8
+    assert len(fitted.net.bank) == pytest.approx(0.25 * 8 * patches_per_image, abs=1)
+    assert fitted.collected == []
+
+
+def test_defective_images_score_higher_and_peak_on_the_defect(fitted: MemoryBankTask) -> None:
+    good = fitted.anomaly_map(_tiles(4, seed=1))
+    bad = fitted.anomaly_map(_tiles(4, seed=2, defect=True))
+    assert good.shape == bad.shape == (4, 1, 72, 88) and good.dtype == torch.float32
+    assert bad.flatten(1).amax(1).min() > good.flatten(1).amax(1).max()
+    peak_rows, peak_cols = np.unravel_index(bad.flatten(1).argmax(1).numpy(), (72, 88))
+    assert np.all(np.abs(peak_rows - 36) < 12) and np.all(np.abs(peak_cols - 44) < 12)
+
+
+def test_maps_keep_odd_input_sizes_for_grey_and_colour(fitted: MemoryBankTask) -> None:
+    grey = _tiles(2, seed=3, size=(51, 97))
+    grey_map = fitted.anomaly_map(grey)
+    colour_map = fitted.anomaly_map(grey.expand(-1, 3, -1, -1))
+    assert grey_map.shape == colour_map.shape == (2, 1, 51, 97)
+    assert torch.allclose(grey_map, colour_map)
+
+
+def test_state_round_trips_through_safetensors_into_a_fresh_task(fitted: MemoryBankTask, tmp_path: Path) -> None:
+    path = tmp_path / "patchcore.safetensors"
+    save_file(fitted.state_dict(), str(path))
+    fresh = _task()
+    fresh.load_state_dict(load_file(str(path)))
+    images = _tiles(2, seed=4, defect=True)
+    assert torch.equal(fresh.anomaly_map(images), fitted.anomaly_map(images))
+
+
+def test_scoring_before_fit_says_to_call_fit() -> None:
+    with pytest.raises(RuntimeError, match="fit()"):
+        _task().anomaly_map(_tiles(1, seed=5))
+
+
+def test_nearest_distances_match_a_brute_force_reference() -> None:
+    generator = torch.Generator().manual_seed(0)
+    queries, bank = torch.randn(50, 8, generator=generator), torch.randn(30, 8, generator=generator)
+    reference = torch.cdist(queries, bank).topk(3, largest=False).values.mean(1)
+    assert torch.allclose(nearest_distances(queries, bank, k=3), reference, atol=1e-4)
+
+
+def test_ensemble_standardises_members_on_validation_images_and_ranks_defects_higher() -> None:
+    torch.manual_seed(0)
+    members = {
+        "lite0_64": _task(),
+        "lite2_96": MemoryBankTask(
+            PatchFeatureMemory(EfficientNetLiteFeatures("efficientnet-lite2", stages=[2])), input_size=96, sigma=2.0
+        ),
+    }
+    ensemble = EnsembleTask(members)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    train = DataLoader([{"image": image} for image in _tiles(8, seed=0)], batch_size=4)
+    val = DataLoader([{"image": image} for image in _tiles(4, seed=6)], batch_size=2)
+    trainer.fit(ensemble, train_dataloaders=train, val_dataloaders=val)
+    ensemble.fit()
+    assert sum(len(images) for images in ensemble.validation_images) == 4
+    good = ensemble.anomaly_map(_tiles(4, seed=1))
+    bad = ensemble.anomaly_map(_tiles(4, seed=2, defect=True))
+    assert good.shape == (4, 1, 72, 88)
+    assert bad.flatten(1).amax(1).min() > good.flatten(1).amax(1).max()
+    # Standardised on good validation images: a good test image's score is near the validation spread.
+    assert good.flatten(1).amax(1).abs().max() < 5
+
+
+def test_ensemble_fit_without_validation_images_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="val_dataloaders"):
+        EnsembleTask({"only": _task()}).fit()
+
+
+@pytest.mark.parametrize(("name", "task_type"), [("patchcore", MemoryBankTask), ("ensemble", EnsembleTask)])
+def test_model_configs_build_their_task(name: str, task_type: type) -> None:
+    config = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / f"{name}.yaml")
+    assert isinstance(instantiate(config), task_type)
