@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -22,6 +23,15 @@ def require_shared(path: Path) -> Path:
             pytest.fail(f"{path} is missing, and CI must run the tests that need it")
         pytest.skip(f"{path} not present (it ships beside the repository in ../shared)")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: many threads on a busy 2-core machine make small kernels far slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

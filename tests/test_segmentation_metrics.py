@@ -3,18 +3,11 @@
 import cv2
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_score, roc_auc_score, roc_curve
 
 from polydefect.evaluation import segmentation_metrics as sm
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_set(seed: int, count: int = 6, levels: int = 200):

@@ -21,12 +21,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "segmenter"
 QUIET = {"accelerator": "cpu", "enable_progress_bar": False}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cfg(**changes):

@@ -5,13 +5,7 @@ import torch
 
 from polydefect.models.unet import UNet
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("size", [(64, 64), (96, 128), (320, 320), (100, 70), (17, 33)])
