@@ -54,12 +54,13 @@ def _normalised_test_scores(scores: pd.DataFrame) -> np.ndarray | None:
         return None
 
 
-def image_metrics(scores: pd.DataFrame, thresholds: dict[str, Threshold]) -> pd.DataFrame:
+def image_metrics(
+    scores: pd.DataFrame, thresholds: dict[str, Threshold], normalised: np.ndarray | None
+) -> pd.DataFrame:
     """One row per threshold kind: image AUROC/AUPRC (per-view rows rank view-normalised scores) and the
     F1, F2, precision and recall of the threshold's verdicts."""
     test = scores[scores["role"] == "test"]
     labels = torch.tensor(test["label"].to_numpy())
-    normalised = _normalised_test_scores(scores)
     rows = []
     for kind, threshold in thresholds.items():
         ranking = normalised if kind == "per_view" and normalised is not None else test["score"].to_numpy()
@@ -103,11 +104,16 @@ def batch_spc(cfg: DictConfig, scores: pd.DataFrame, folder: Path) -> pd.DataFra
     return table
 
 
-def draw_plots(scores: pd.DataFrame, thresholds: dict[str, Threshold], detection: DetectResult, folder: Path) -> None:
+def draw_plots(
+    scores: pd.DataFrame,
+    thresholds: dict[str, Threshold],
+    normalised: np.ndarray | None,
+    detection: DetectResult,
+    folder: Path,
+) -> None:
     test = scores[scores["role"] == "test"]
     if test["label"].nunique() == 2:
         curves = {"raw score": (test["score"].to_numpy(), test["label"].to_numpy())}
-        normalised = _normalised_test_scores(scores)
         if normalised is not None:
             curves["view-normalised"] = (normalised, test["label"].to_numpy())
         plots.save_figure(plots.roc_figure(curves), folder / "roc.png")
@@ -142,7 +148,8 @@ def evaluate(cfg: DictConfig, detection: DetectResult, folder: Path) -> dict[str
     scores = detection.scores
     thresholds = fit_thresholds(cfg, scores)
     (folder / "thresholds.json").write_text(json.dumps({k: t.to_dict() for k, t in thresholds.items()}, indent=2))
-    table = image_metrics(scores, thresholds)
+    normalised = _normalised_test_scores(scores)
+    table = image_metrics(scores, thresholds, normalised)
     table.to_csv(folder / "image_metrics.csv", index=False)
     metrics = {
         f"test/{row['threshold']}/{name}": float(row[name])
@@ -158,7 +165,7 @@ def evaluate(cfg: DictConfig, detection: DetectResult, folder: Path) -> dict[str
         flagged = set(verdict[verdict["out_of_control"]]["batch"])
         metrics["spc/defective_batches_flagged"] = float(len(defective & flagged))
         metrics["spc/good_batches_flagged"] = float(len(flagged - defective))
-    draw_plots(scores, thresholds, detection, folder)
+    draw_plots(scores, thresholds, normalised, detection, folder)
     if mlflow.active_run():
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         for path in sorted(folder.glob("*.png")) + sorted(folder.glob("*.csv")) + [folder / "thresholds.json"]:
