@@ -41,7 +41,9 @@ def store(tmp_path: Path) -> tuple[str, dict[str, str]]:
     )
     log_run(client, exp, {"choice.experiment": "tiny", "choice.model": "cae", "variant": "mixed"}, detection)
     mvtec = {"choice.model": "patchcore", "variant": "mvtec"}
-    ids["mvtec"] = log_run(client, exp, mvtec, {"test/global/image_auroc": 0.95, "test/aupro": 0.8})
+    by_type = {"test/type/crack/images": 5, "test/type/crack/image_auroc": 0.9, "test/type/crack/pixel_auroc": 0.8}
+    by_type |= {"test/type/blowhole/images": 7, "test/type/blowhole/image_auroc": 0.99}
+    ids["mvtec"] = log_run(client, exp, mvtec, {"test/global/image_auroc": 0.95, "test/aupro": 0.8, **by_type})
     child = {"mlflow.parentRunId": ids["mvtec"], "stage": "detect"}
     log_run(client, exp, child, {"detect/train_s": 12.0, "detect/infer_img_per_s": 30.0})
     return uri, ids
@@ -55,7 +57,7 @@ def written(store, tmp_path: Path) -> dict[str, pd.DataFrame]:
 
 
 def test_every_table_is_written_as_csv_and_markdown(written, tmp_path: Path) -> None:
-    assert set(written) == {"table_1_1", "table_4_1", "anomaly_default", "magnetic_tile"}
+    assert set(written) == {"table_1_1", "table_4_1", "anomaly_default", "magnetic_tile", "magnetic_tile_by_type"}
     markdown = (tmp_path / "tables" / "table_1_1.md").read_text()
     assert "| model | preprocessing | f1 | auroc | thesis_f1 | thesis_auroc | run_id |" in markdown
     assert "| CAE | Segmented and Contrast Enhanced | 0.600 | 0.900 | 0.590 | 0.910 |" in markdown
@@ -95,6 +97,20 @@ def test_magnetic_tile_reads_the_timings_of_the_detect_stage(written) -> None:
     ]
     row = table.iloc[0]
     assert (row["detector"], row["image_auroc"], row["train_s"], row["infer_img_per_s"]) == ("patchcore", 0.95, 12, 30)
+
+
+def test_the_per_defect_type_table_has_a_row_per_detector_and_type(written) -> None:
+    table = written["magnetic_tile_by_type"]
+    assert list(table.columns) == ["detector", "defect_type", "images", "image_auroc", "pixel_auroc"]
+    assert list(table["defect_type"]) == ["blowhole", "crack"]
+    crack = table.iloc[1]
+    assert (crack["detector"], crack["images"], crack["image_auroc"], crack["pixel_auroc"]) == (
+        "patchcore",
+        5,
+        0.9,
+        0.8,
+    )
+    assert math.isnan(table.iloc[0]["pixel_auroc"])
 
 
 def test_the_command_line_names_a_missing_experiment(store, tmp_path: Path) -> None:

@@ -70,20 +70,50 @@ def image_metrics(
     return pd.DataFrame(rows)
 
 
-def pixel_metrics(detection: DetectResult) -> dict[str, float]:
-    """Pixel AUROC and AUPRO of the test maps against the defect masks, inside the object."""
+def _pixel_records(detection: DetectResult) -> dict[str, torch.Tensor] | None:
+    """Test maps, defect masks and object masks as (N, 1, H, W) tensors; None without pixel annotations or
+    with maps of different sizes."""
     defects = load_arrays(detection.folder / "test_defect_masks.npz", bool)
     if not any(mask.any() for mask in defects):
-        return {}
+        return None
     maps = load_arrays(detection.folder / "test_maps.npz")
     objects = load_arrays(detection.folder / "test_object_masks.npz", bool)
     shapes = {m.shape for m in maps}
     if len(shapes) > 1:
         log.info("pixel metrics skipped: test maps have different sizes %s", sorted(shapes))
-        return {}
+        return None
     stack = lambda arrays: torch.from_numpy(np.stack(arrays)[:, None])  # noqa: E731  (N, 1, H, W)
-    records = {"anomaly_map": stack(maps), "defect_mask": stack(defects), "object_mask": stack(objects)}
-    return compute_metrics(records, ("pixel_auroc", "aupro"))
+    return {"anomaly_map": stack(maps), "defect_mask": stack(defects), "object_mask": stack(objects)}
+
+
+def pixel_metrics(records: dict[str, torch.Tensor] | None) -> dict[str, float]:
+    """Pixel AUROC and AUPRO of the test maps against the defect masks, inside the object."""
+    return {} if records is None else compute_metrics(records, ("pixel_auroc", "aupro"))
+
+
+def defect_type_metrics(scores: pd.DataFrame, records: dict[str, torch.Tensor] | None) -> pd.DataFrame:
+    """Per defect type: image AUROC of its images against the good test images, and pixel AUROC over the
+    maps of both (the good images' pixels are the negatives every type shares). Empty with one type."""
+    test = scores[scores["role"] == "test"].reset_index(drop=True)
+    types = sorted(set(test.loc[test["label"] == 1, "defect_type"].astype(str)))
+    good = test["label"] == 0
+    if len(types) < 2 or not good.any():
+        return pd.DataFrame()
+    rows = []
+    for name in types:
+        chosen = good | (test["defect_type"].astype(str) == name)
+        records_of_type = {"score": torch.tensor(test.loc[chosen, "score"].to_numpy())}
+        records_of_type["label"] = torch.tensor(test.loc[chosen, "label"].to_numpy())
+        row = {
+            "defect_type": name,
+            "images": int((chosen & ~good).sum()),
+            **compute_metrics(records_of_type, ("image_auroc",)),
+        }
+        if records is not None:
+            index = torch.from_numpy(np.flatnonzero(chosen.to_numpy()))
+            row.update(compute_metrics({k: v[index] for k, v in records.items()}, ("pixel_auroc",)))
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def batch_spc(cfg: DictConfig, scores: pd.DataFrame, folder: Path) -> pd.DataFrame | None:
@@ -157,7 +187,13 @@ def evaluate(cfg: DictConfig, detection: DetectResult, folder: Path) -> dict[str
         for name in IMAGE_METRICS
         if name in row
     }
-    metrics.update({f"test/{k}": v for k, v in pixel_metrics(detection).items()})
+    records = _pixel_records(detection)
+    metrics.update({f"test/{k}": v for k, v in pixel_metrics(records).items()})
+    by_type = defect_type_metrics(scores, records)
+    if not by_type.empty:
+        by_type.to_csv(folder / "defect_types.csv", index=False)
+        for row in by_type.to_dict("records"):
+            metrics.update({f"test/type/{row['defect_type']}/{k}": v for k, v in row.items() if k != "defect_type"})
     nqi_table = batch_spc(cfg, scores, folder)
     if nqi_table is not None:
         verdict = pd.read_csv(folder / "batch_verdict.csv")
