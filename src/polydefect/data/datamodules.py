@@ -81,10 +81,13 @@ class WindowDataset(Dataset):
 
 
 class ImageDataset(Dataset):
-    """Whole preprocessed images with masks, labels and keys, for scoring and evaluation."""
+    """Whole preprocessed images with masks, labels and keys, for scoring and evaluation.
+
+    The samples are indexed, never copied, so a sequence that loads on access keeps only a batch in memory.
+    """
 
     def __init__(self, samples: Sequence[Sample]) -> None:
-        self.samples = list(samples)
+        self.samples = samples
 
     def __len__(self) -> int:
         return len(self.samples)

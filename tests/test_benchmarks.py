@@ -1,0 +1,43 @@
+"""The speed and memory benchmarks (benchmarks/run.py, issue 8) run end to end at toy sizes and report every
+figure the issue asks for; the figures' values are the README's business, not the tests'."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from conftest import REPO
+
+REQUIRED = (
+    "gemm_gflops",
+    "cae_model_windows_per_s",
+    "cae_model_gflops",
+    "pipeline_images_per_s",
+    "pipeline_to_model_ratio",
+    "train_datamodule_to_tensor_ratio",
+    "peak_rss_mb_60",
+    "peak_rss_mb_240",
+    "feature_memory_model_images_per_s",
+    "feature_memory_pipeline_images_per_s",
+    "mean_mask_peak_rss_mb_4",
+)
+
+
+def test_toy_benchmark_writes_every_required_figure_as_a_positive_number(tmp_path: Path) -> None:
+    out, data = tmp_path / "figures.json", tmp_path / "data"
+    command = [sys.executable, str(REPO / "benchmarks" / "run.py"), "--profile", "toy", "--threads", "1"]
+    result = subprocess.run(
+        [*command, "--json", str(out), "--data", str(data)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    missing = [key for key in REQUIRED if key not in figures]
+    assert not missing, f"figures missing from the JSON: {missing}"
+    assert all(figures[key] > 0 for key in REQUIRED), {key: figures[key] for key in REQUIRED}
+    assert figures["cae_windows_per_image"] == 6  # 192x128 px in 64 px cores: 3 x 2 windows
+    assert figures["machine"]["torch"] == torch.__version__ and figures["machine"]["threads"] == 1
+    assert len(list(data.glob("batch_*/images/*.png"))) == 4  # the larger memory run's images, kept in --data
+    assert "pipeline_to_model_ratio" in result.stdout  # the printed table
