@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pandas as pd
 import pytest
 from helpers.tiny import run_app, store_uri
@@ -69,6 +70,11 @@ def test_each_defect_type_gets_its_own_image_and_pixel_auroc(mvtec_run) -> None:
     assert list(by_type["images"]) == [2, 2]
     assert by_type[["image_auroc", "pixel_auroc"]].apply(lambda c: c.between(0, 1)).all().all()
     assert mvtec_run["metrics"]["test/type/crack/images"] == 2
+
+
+def test_a_gallery_shows_the_maps_of_each_defect_type(mvtec_run) -> None:
+    gallery = cv2.imread(str(mvtec_run["root"] / "out" / "evaluation" / "defect_maps.png"))
+    assert gallery is not None and gallery.shape[0] > gallery.shape[1]  # four rows of two panels
 
 
 def test_the_tables_command_writes_the_detector_and_per_type_rows(mvtec_run) -> None:

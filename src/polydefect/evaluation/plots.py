@@ -151,3 +151,30 @@ def reconstruction_panels(
     for ax in axes.flat:
         ax.set_axis_off()
     return fig
+
+
+def defect_gallery(
+    images: Sequence[np.ndarray], maps: Sequence[np.ndarray], defects: Sequence[np.ndarray], titles: Sequence[str]
+) -> Figure:
+    """Per example: the image with its true defect outlined, and the anomaly map over it with the same outline.
+
+    Each map is shown on its own colour scale, so the figure shows where a detector looks, not how far above
+    its threshold it is.
+
+    Args:
+        images, maps, defects: (H, W) grey image in [0, 1], anomaly map and boolean defect mask per example.
+        titles: one per example (e.g. the defect type).
+    """
+    fig = Figure(figsize=(6, 3 * len(images)), layout="constrained")
+    axes = fig.subplots(len(images), 2, squeeze=False)
+    for row, (image, amap, defect, title) in enumerate(zip(images, maps, defects, titles, strict=True)):
+        for column, ax in enumerate(axes[row]):
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            if column == 1:
+                ax.imshow(amap, cmap="jet", alpha=0.5)
+            if defect.any():
+                ax.contour(defect, levels=[0.5], colors="white" if column else "red", linewidths=1)
+            ax.set_axis_off()
+        axes[row, 0].set_title(f"{title}: input, true defect")
+        axes[row, 1].set_title("anomaly map")
+    return fig

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
+from polydefect.data.sample import load_sample
 from polydefect.evaluation import plots
 from polydefect.evaluation.metrics import evaluate as compute_metrics
 from polydefect.pipeline.detect import DetectResult, load_arrays
@@ -168,6 +169,25 @@ def draw_plots(
         plots.save_figure(figure, folder / "panels.png")
 
 
+def draw_defect_gallery(
+    cfg: DictConfig, scores: pd.DataFrame, records: dict[str, torch.Tensor] | None, folder: Path, per_type: int = 2
+) -> None:
+    """`defect_maps.png`: the first `per_type` test images of each defect type with their maps and true
+    outlines (the first ones, not the best-scored, so the figure is not a selection of successes)."""
+    if records is None:
+        return
+    test = scores[scores["role"] == "test"].reset_index(drop=True)
+    defective = test[test["label"] == 1]
+    chosen = [i for _, group in defective.groupby("defect_type", sort=True) for i in group.index[:per_type]]
+    if not chosen:
+        return
+    images = [load_sample(test.loc[i], cfg.preprocess).image.astype(np.float32) / 255.0 for i in chosen]
+    maps = [records["anomaly_map"][i, 0].numpy() for i in chosen]
+    defects = [records["defect_mask"][i, 0].numpy() for i in chosen]
+    titles = [str(test.loc[i, "defect_type"]) for i in chosen]
+    plots.save_figure(plots.defect_gallery(images, maps, defects, titles), folder / "defect_maps.png")
+
+
 def evaluate(cfg: DictConfig, detection: DetectResult, folder: Path) -> dict[str, float]:
     """Run the evaluation into `folder` (the run's output folder) and log everything to MLflow.
 
@@ -202,6 +222,7 @@ def evaluate(cfg: DictConfig, detection: DetectResult, folder: Path) -> dict[str
         metrics["spc/defective_batches_flagged"] = float(len(defective & flagged))
         metrics["spc/good_batches_flagged"] = float(len(flagged - defective))
     draw_plots(scores, thresholds, normalised, detection, folder)
+    draw_defect_gallery(cfg, scores, records, folder)
     if mlflow.active_run():
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         for path in sorted(folder.glob("*.png")) + sorted(folder.glob("*.csv")) + [folder / "thresholds.json"]:
