@@ -74,7 +74,7 @@ def test_each_defect_type_gets_its_own_image_and_pixel_auroc(mvtec_run) -> None:
 
 def test_a_gallery_shows_the_maps_of_each_defect_type(mvtec_run) -> None:
     gallery = cv2.imread(str(mvtec_run["root"] / "out" / "evaluation" / "defect_maps.png"))
-    assert gallery is not None and gallery.shape[0] > gallery.shape[1]  # four rows of two panels
+    assert gallery is not None and gallery.shape[1] > gallery.shape[0]  # two rows (types) of four panels
 
 
 def test_the_tables_command_writes_the_detector_and_per_type_rows(mvtec_run) -> None:

@@ -154,27 +154,35 @@ def reconstruction_panels(
 
 
 def defect_gallery(
-    images: Sequence[np.ndarray], maps: Sequence[np.ndarray], defects: Sequence[np.ndarray], titles: Sequence[str]
+    images: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
+    defects: Sequence[np.ndarray],
+    titles: Sequence[str],
+    per_row: int = 2,
 ) -> Figure:
-    """Per example: the image with its true defect outlined, and the anomaly map over it with the same outline.
-
-    Each map is shown on its own colour scale, so the figure shows where a detector looks, not how far above
-    its threshold it is.
+    """Examples side by side, `per_row` to a row: the image with its true defect outlined, then the anomaly
+    map over it with the same outline. All maps share one colour scale (1st-99.9th percentile of their
+    values), so a hot region means the same anomaly level in every panel.
 
     Args:
         images, maps, defects: (H, W) grey image in [0, 1], anomaly map and boolean defect mask per example.
         titles: one per example (e.g. the defect type).
+        per_row: examples per row of the figure.
     """
-    fig = Figure(figsize=(6, 3 * len(images)), layout="constrained")
-    axes = fig.subplots(len(images), 2, squeeze=False)
-    for row, (image, amap, defect, title) in enumerate(zip(images, maps, defects, titles, strict=True)):
-        for column, ax in enumerate(axes[row]):
+    rows = -(-len(images) // per_row)
+    fig = Figure(figsize=(6 * per_row, 3 * rows), layout="constrained")
+    axes = fig.subplots(rows, 2 * per_row, squeeze=False)
+    low, high = np.percentile(np.concatenate([np.ravel(m) for m in maps]), [1.0, 99.9])
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for index, (image, amap, defect, title) in enumerate(zip(images, maps, defects, titles, strict=True)):
+        pair = axes[index // per_row, 2 * (index % per_row) : 2 * (index % per_row) + 2]
+        for column, ax in enumerate(pair):
             ax.imshow(image, cmap="gray", vmin=0, vmax=1)
             if column == 1:
-                ax.imshow(amap, cmap="jet", alpha=0.5)
+                ax.imshow(amap, cmap="jet", alpha=0.5, vmin=low, vmax=high)
             if defect.any():
                 ax.contour(defect, levels=[0.5], colors="white" if column else "red", linewidths=1)
-            ax.set_axis_off()
-        axes[row, 0].set_title(f"{title}: input, true defect")
-        axes[row, 1].set_title("anomaly map")
+        pair[0].set_title(f"{title}: input, true defect")
+        pair[1].set_title("anomaly map")
     return fig

@@ -185,7 +185,7 @@ def draw_defect_gallery(
     maps = [records["anomaly_map"][i, 0].numpy() for i in chosen]
     defects = [records["defect_mask"][i, 0].numpy() for i in chosen]
     titles = [str(test.loc[i, "defect_type"]) for i in chosen]
-    plots.save_figure(plots.defect_gallery(images, maps, defects, titles), folder / "defect_maps.png")
+    plots.save_figure(plots.defect_gallery(images, maps, defects, titles, per_type), folder / "defect_maps.png")
 
 
 def evaluate(cfg: DictConfig, detection: DetectResult, folder: Path) -> dict[str, float]:
