@@ -61,6 +61,7 @@ def test_every_table_is_written_as_csv_and_markdown(written, tmp_path: Path) -> 
     markdown = (tmp_path / "tables" / "table_1_1.md").read_text()
     assert "| model | preprocessing | f1 | auroc | thesis_f1 | thesis_auroc | run_id |" in markdown
     assert "| CAE | Segmented and Contrast Enhanced | 0.600 | 0.900 | 0.590 | 0.910 |" in markdown
+    assert "Made by `python -m polydefect -m +experiment=table_1_1`, then `python -m polydefect.tables`." in markdown
 
 
 def test_table_1_1_keeps_the_latest_finished_run_per_cell_beside_the_thesis(written, store) -> None:

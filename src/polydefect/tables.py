@@ -61,6 +61,16 @@ class Table:
     frame: pd.DataFrame
 
 
+# The sweep behind each table, printed under it (then `python -m polydefect.tables`).
+COMMANDS = {
+    "table_1_1": "python -m polydefect -m +experiment=table_1_1",
+    "table_4_1": "python -m polydefect -m +experiment=table_4_1",
+    "anomaly_default": "python -m polydefect +experiment=real  (and =synthetic, =mixed)",
+    "magnetic_tile": "python -m polydefect -m +experiment=magnetic_tile data.root=<MVTec-layout folder>",
+    "magnetic_tile_by_type": "python -m polydefect -m +experiment=magnetic_tile data.root=<MVTec-layout folder>",
+}
+
+
 def parent_runs(client: MlflowClient, experiment: str) -> list[Run]:
     """Finished pipeline (parent) runs of the experiment, newest first."""
     found = client.get_experiment_by_name(experiment)
@@ -237,6 +247,8 @@ def to_markdown(table: Table, source: str) -> str:
         *("| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)),
         "",
         f"Ours: the latest finished run per row in {source}. `thesis_*`: the numbers published in the thesis.",
+        "",
+        f"Made by `{COMMANDS[table.name]}`, then `python -m polydefect.tables`.",
         "",
     ]
     return "\n".join(lines)
