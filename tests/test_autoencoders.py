@@ -76,3 +76,19 @@ def test_cae_rejects_a_window_not_divisible_by_its_downsampling():
 
 def test_dae_reconstructs_any_window_size_back_to_that_size():
     assert DenseAutoencoder()(torch.rand(2, 1, 100, 72)).shape == (2, 1, 100, 72)
+
+
+def test_he_initialisation_keeps_the_signal_alive_through_the_cae():
+    """PyTorch's default initialisation shrinks activations layer by layer (no normalisation in listing A.2),
+    so an untrained CAE gives an almost flat output; He-normal keeps the input's variation."""
+    torch.manual_seed(0)
+    windows = torch.rand(4, 1, 64, 64)
+    spread = {}
+    for init in ("default", "he"):
+        torch.manual_seed(0)
+        net = ConvAutoencoder(init=init).eval()
+        with torch.no_grad():
+            spread[init] = net.decoder[:-1](net.from_code(net.encode(windows))).std().item()
+    assert spread["he"] > 10 * spread["default"]
+    with pytest.raises(ValueError, match="model.net.init"):
+        ConvAutoencoder(init="xavier")

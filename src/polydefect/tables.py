@@ -186,9 +186,18 @@ def anomaly_default(runs: list[Run]) -> Table:
     )
 
 
+def detector_cell(run: Run) -> tuple | None:
+    """(detector,) of a run on MVTec-layout data: its `+detector=` choice, else its model."""
+    tags = run.data.tags
+    if tags.get("variant") != "mvtec":
+        return None
+    name = tags.get("choice.detector") or tags.get("choice.model")
+    return (name,) if name else None
+
+
 def magnetic_tile(client: MlflowClient, runs: list[Run]) -> Table:
     """Every detector on MVTec-layout data (data=mvtec), with training time and scoring speed."""
-    cells = latest([r for r in runs if r.data.tags.get("variant") == "mvtec"], tag_cell("choice.model"))
+    cells = latest(runs, detector_cell)
     rows = []
     for (detector,), run in sorted(cells.items()):
         stages = client.search_runs(
@@ -219,7 +228,7 @@ def magnetic_tile(client: MlflowClient, runs: list[Run]) -> Table:
 def magnetic_tile_by_type(runs: list[Run]) -> Table:
     """Per detector and defect type on MVTec-layout data: image AUROC (that type against the good images) and
     pixel AUROC, from the `test/type/<type>/...` metrics of the evaluate stage."""
-    cells = latest([r for r in runs if r.data.tags.get("variant") == "mvtec"], tag_cell("choice.model"))
+    cells = latest(runs, detector_cell)
     rows = []
     for (detector,), run in sorted(cells.items()):
         types = sorted({key.split("/")[2] for key in run.data.metrics if key.startswith("test/type/")})
