@@ -68,9 +68,9 @@ def _train(cfg: DictConfig, task: L.LightningModule, data: ReconstructionDataMod
     """Fit with checkpoints in the stage folder; a `last.ckpt` left by a killed run is resumed from."""
     checkpoints = folder / "checkpoints"
     kwargs = trainer_kwargs(cfg, epoch_budget(int(cfg.model.get("max_epochs", 1)), cfg.detect.max_epochs), folder)
-    validates = type(task).validation_step is not L.LightningModule.validation_step
-    # keep the best epoch by validation loss where the task has one; else just the last
-    best = dict(monitor="val/loss", mode="min", save_top_k=1) if validates else {}
+    # keep the best epoch by the metric the task names (a validation loss); tasks without one keep the last
+    monitor = getattr(task, "checkpoint_monitor", None)
+    best = dict(monitor=monitor, mode="min", save_top_k=1) if monitor else {}
     checkpoint = ModelCheckpoint(dirpath=checkpoints, save_last=True, every_n_epochs=1, **best)
     kwargs["callbacks"] = [*kwargs.get("callbacks", []), checkpoint]
     trainer = L.Trainer(**kwargs)

@@ -40,6 +40,8 @@ class DraemTask(L.LightningModule):
         max_epochs: this stage's epoch budget; the pipeline hands it to the Trainer.
     """
 
+    checkpoint_monitor = "val/loss"  # the pipeline keeps the epoch with the lowest
+
     def __init__(
         self,
         net: Draem,

@@ -30,6 +30,8 @@ class ReconstructionTask(L.LightningModule):
         patience: early-stopping patience in epochs on `val/loss` (thesis 3.8); None turns it off.
     """
 
+    checkpoint_monitor = "val/loss"  # the pipeline keeps the epoch with the lowest
+
     def __init__(
         self,
         net: nn.Module,
