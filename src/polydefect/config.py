@@ -70,6 +70,7 @@ class DetectStageConfig:
 class ThresholdConfig:
     method: str = "max"  # max (thesis 4.3) | median (figure 5.3) | quantile of the good training scores
     quantile: float = 0.99  # for method=quantile
+    fit_on: str = "train"  # train (thesis 4.3) | val: the good validation images, which no detector has seen
 
 
 @dataclass

@@ -48,9 +48,11 @@ class DetectResult:
 
 
 def detect_key(cfg: DictConfig, segment_key: str) -> str:
-    """What determines the scores: the masks, preprocessing, augmentation, the model and its training."""
+    """What determines the scores: the masks, preprocessing, augmentation, the model and its training, and how
+    maps become scores (thresholds and SPC limits are the evaluate stage's: changing them retrains nothing)."""
+    scoring = {name: cfg.scoring[name] for name in ("error", "reduction", "k")}
     return config_key(
-        segment_key, cfg.preprocess, cfg.augment, cfg.model, cfg.detect, cfg.scoring, cfg.trainer, cfg.data, cfg.seed
+        segment_key, cfg.preprocess, cfg.augment, cfg.model, cfg.detect, scoring, cfg.trainer, cfg.data, cfg.seed
     )
 
 

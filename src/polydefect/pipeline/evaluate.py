@@ -25,19 +25,24 @@ IMAGE_METRICS = ("image_auroc", "image_auprc", "f1", "f2", "precision", "recall"
 
 
 def fit_thresholds(cfg: DictConfig, scores: pd.DataFrame) -> dict[str, Threshold]:
-    """Global and per-view thresholds from good training images; best-F1 where validation holds defects."""
-    train = scores[(scores["role"] == "train") & (scores["label"] == 0)]
+    """Global and per-view thresholds from good training (or, with `scoring.threshold.fit_on=val`, validation)
+    images; best-F1 where validation holds defects."""
+    rule = cfg.scoring.threshold
+    if rule.fit_on not in ("train", "val"):
+        raise ValueError(f"scoring.threshold.fit_on must be 'train' or 'val', got {rule.fit_on!r}")
+    reference = scores[(scores["role"] == rule.fit_on) & (scores["label"] == 0)]
+    if reference.empty:
+        raise ValueError(f"scoring.threshold.fit_on={rule.fit_on}: the {rule.fit_on} split has no good images")
     val = scores[scores["role"] == "val"]
     test = scores[scores["role"] == "test"]
-    rule = cfg.scoring.threshold
-    train_scores = train["score"].to_numpy()
-    fitted = {"global": fit_threshold(train_scores, by="global", method=rule.method, quantile=rule.quantile)}
-    if set(test["view"]) <= set(train["view"]):
+    reference_scores = reference["score"].to_numpy()
+    fitted = {"global": fit_threshold(reference_scores, by="global", method=rule.method, quantile=rule.quantile)}
+    if set(test["view"]) <= set(reference["view"]):
         fitted["per_view"] = fit_threshold(
-            train_scores, list(train["view"]), by="view", method=rule.method, quantile=rule.quantile
+            reference_scores, list(reference["view"]), by="view", method=rule.method, quantile=rule.quantile
         )
     else:
-        log.info("per-view thresholds skipped: some test views have no training images")
+        log.info("per-view thresholds skipped: some test views have no %s images", rule.fit_on)
     if val["label"].nunique() == 2:
         fitted["val_f1"] = fit_f1_threshold(val["score"].to_numpy(), val["label"].to_numpy())
     return fitted

@@ -1,0 +1,71 @@
+"""Which images a run's thresholds are fitted on, and that refitting them never retrains the detector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers.tiny import CONF, compose_tiny
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from polydefect.config import register_configs
+from polydefect.pipeline.detect import detect_key
+from polydefect.pipeline.evaluate import fit_thresholds
+
+
+def scores_table() -> pd.DataFrame:
+    """Good training scores up to 1.0, good validation scores up to 3.0, and a test set."""
+    rows = [("train", 0, s) for s in (0.2, 0.5, 1.0)] + [("val", 0, s) for s in (0.4, 3.0)]
+    rows += [("test", 0, 0.5), ("test", 1, 2.0), ("test", 1, 4.0)]
+    table = pd.DataFrame(rows, columns=["role", "label", "score"])
+    table["view"] = "v0"
+    return table
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory: pytest.TempPathFactory) -> DictConfig:
+    return compose_tiny(tmp_path_factory.mktemp("thresholds"))
+
+
+def with_threshold(cfg: DictConfig, **values: object) -> DictConfig:
+    changed = cfg.copy()
+    with open_dict(changed):
+        changed.scoring.threshold.update(values)
+    return changed
+
+
+def test_thresholds_come_from_the_good_training_images_by_default(cfg: DictConfig) -> None:
+    fitted = fit_thresholds(cfg, scores_table())
+    assert fitted["global"].values["*"] == pytest.approx(1.0)
+    assert set(fitted) == {"global", "per_view"}  # validation has no defects: no best-F1 threshold
+
+
+def test_fit_on_val_uses_the_held_out_good_images(cfg: DictConfig) -> None:
+    fitted = fit_thresholds(with_threshold(cfg, fit_on="val"), scores_table())
+    assert fitted["global"].values["*"] == pytest.approx(3.0)
+
+
+def test_fit_on_a_split_without_good_images_names_the_key(cfg: DictConfig) -> None:
+    no_val = scores_table().query("role != 'val'")
+    with pytest.raises(ValueError, match=r"scoring\.threshold\.fit_on=val"):
+        fit_thresholds(with_threshold(cfg, fit_on="val"), no_val)
+    with pytest.raises(ValueError, match=r"scoring\.threshold\.fit_on"):
+        fit_thresholds(with_threshold(cfg, fit_on="test"), scores_table())
+
+
+def test_threshold_settings_do_not_change_the_detect_cache_key(cfg: DictConfig) -> None:
+    key = detect_key(cfg, "masks")
+    assert detect_key(with_threshold(cfg, fit_on="val", method="quantile"), "masks") == key
+    changed = cfg.copy()
+    with open_dict(changed):
+        changed.scoring.reduction = "max"
+    assert detect_key(changed, "masks") != key
+
+
+def test_the_mvtec_data_config_fits_thresholds_on_validation_images(tmp_path: Path) -> None:
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", ["data=mvtec", f"data.root={tmp_path}"])
+    assert cfg.scoring.threshold.fit_on == "val"
