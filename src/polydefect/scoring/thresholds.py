@@ -103,10 +103,11 @@ def fit_threshold(
     method: str = "max",
     quantile: float = 0.99,
 ) -> Threshold:
-    """Fit a threshold on the scores of good training images.
+    """Fit a threshold on the scores of good images the detector was fitted to or held out from it
+    (`scoring.threshold.fit_on`: train or val), never on test images.
 
     Args:
-        train_scores: (N,) scores of training images (all good).
+        train_scores: (N,) scores of the good reference images.
         views: (N,) view keys; needed for `by="view"`.
         by: `scoring.threshold.by`: "global" (one value for all views) or "view" (one per view).
         method: "max" (thesis 4.3), "median" (figure 5.3) or "quantile".
