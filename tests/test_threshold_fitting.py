@@ -64,8 +64,9 @@ def test_threshold_settings_do_not_change_the_detect_cache_key(cfg: DictConfig) 
     assert detect_key(changed, "masks") != key
 
 
-def test_the_mvtec_data_config_fits_thresholds_on_validation_images(tmp_path: Path) -> None:
+def test_mvtec_data_fits_thresholds_on_validation_images_and_detects_with_the_ensemble(tmp_path: Path) -> None:
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", ["data=mvtec", f"data.root={tmp_path}"])
     assert cfg.scoring.threshold.fit_on == "val"
+    assert cfg.model._target_ == "polydefect.tasks.ensemble.EnsembleTask"

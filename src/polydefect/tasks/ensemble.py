@@ -55,7 +55,10 @@ class EnsembleTask(L.LightningModule):
     def fit(self) -> None:
         """Build every member's bank, then standardise each member on the stored validation images."""
         if not self.validation_images:
-            raise RuntimeError("EnsembleTask.fit(): no validation images seen; pass val_dataloaders to trainer.fit")
+            raise RuntimeError(
+                "EnsembleTask.fit(): no validation images seen; it standardises its members on good validation"
+                " images (set data.val_fraction > 0, or pass val_dataloaders to trainer.fit)"
+            )
         for member in self.members.values():
             member.fit()
         for index, member in enumerate(self.members.values()):
