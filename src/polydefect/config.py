@@ -44,8 +44,9 @@ class TileConfig:
 
 @dataclass
 class PreprocessConfig:
-    """How an image becomes model input: mask, CLAHE, resize, tile."""
+    """How an image becomes model input: grey or colour, mask, CLAHE, resize, tile."""
 
+    colour: bool = False  # keep RGB (3 channels) instead of grey (thesis); grey files are replicated
     mask_background: bool = True
     clahe: ClaheConfig = field(default_factory=ClaheConfig)
     size: list[int] | None = None  # [width, height] to resize to; None keeps the data's size

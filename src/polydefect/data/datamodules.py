@@ -20,9 +20,10 @@ from polydefect.data.tiling import split
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W) uint8 or bool -> (1, H, W) float32 in [0, 1]."""
+    """(H, W) or (H, W, C) uint8 or bool -> (1, H, W) or (C, H, W) float32 in [0, 1]."""
     scale = 255.0 if image.dtype == np.uint8 else 1.0
-    return torch.from_numpy(np.ascontiguousarray(image)).float().div_(scale).unsqueeze(0)
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).float().div_(scale)
+    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
 class SegmentationDataset(Dataset):
@@ -68,7 +69,9 @@ class WindowDataset(Dataset):
         keep = foreground >= min_foreground
         if not keep.any():
             keep[:] = True
-        self.images = (image_windows[keep, 0] * 255).round().to(torch.uint8).numpy()  # (N, window, window)
+        # (N, window, window) grey or (N, window, window, C) colour: the layout albumentations expects
+        pixels = (image_windows[keep] * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+        self.images = (pixels[..., 0] if pixels.shape[-1] == 1 else pixels).numpy()
         self.masks = mask_windows[keep, 0].bool().numpy()
         self.augment = augment
 

@@ -1,4 +1,5 @@
-"""Image preprocessing before any model (thesis 3.4.2): grey-scale, background masking, CLAHE, resizing."""
+"""Image preprocessing before any model (thesis 3.4.2): grey-scale (or colour), background masking, CLAHE,
+resizing."""
 
 from __future__ import annotations
 
@@ -6,19 +7,30 @@ import cv2
 import numpy as np
 
 
-def to_grey_uint8(image: np.ndarray) -> np.ndarray:
-    """(H, W) or (H, W, 3) BGR, uint8 or uint16 -> (H, W) uint8 grey.
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """uint8 or uint16 pixels -> uint8, any shape.
 
     16-bit images are scaled by their full range (65535 -> 255), not by their own maximum, so
     brightness stays comparable across images.
     """
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     if image.dtype == np.uint16:
-        image = (image.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
-    elif image.dtype != np.uint8:
+        return (image.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+    if image.dtype != np.uint8:
         raise ValueError(f"expected uint8 or uint16 pixels, got {image.dtype}")
     return image
+
+
+def to_grey_uint8(image: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, 3) BGR, uint8 or uint16 -> (H, W) uint8 grey."""
+    image = to_uint8(image)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, 3) BGR, uint8 or uint16 -> (H, W, 3) uint8 RGB; grey is replicated, so a data set of
+    mixed grey and colour files gives one channel count."""
+    image = to_uint8(image)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.ndim == 3 else cv2.COLOR_GRAY2RGB)
 
 
 def apply_mask(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -29,13 +41,19 @@ def apply_mask(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 
 
 def clahe(image: np.ndarray, mask: np.ndarray | None, clip_limit: float = 9.0, tile_grid: int = 9) -> np.ndarray:
-    """Mask-aware CLAHE on a uint8 grey image (thesis listing 3.2).
+    """Mask-aware CLAHE on a uint8 grey or RGB image (thesis listing 3.2).
 
     The image is masked, equalised, then masked again: CLAHE lifts the black background by
-    ~10 grey levels, and the second masking keeps it black.
+    ~10 grey levels, and the second masking keeps it black. Colour images are equalised on their
+    lightness (L of CIE Lab), so hues stay as they were.
     """
     equaliser = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(tile_grid), int(tile_grid)))
-    return apply_mask(equaliser.apply(apply_mask(image, mask)), mask)
+    masked = apply_mask(image, mask)
+    if masked.ndim == 2:
+        return apply_mask(equaliser.apply(masked), mask)
+    lab = cv2.cvtColor(masked, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = equaliser.apply(np.ascontiguousarray(lab[..., 0]))
+    return apply_mask(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB), mask)
 
 
 def resize(image: np.ndarray, size: tuple[int, int] | None, is_mask: bool = False) -> np.ndarray:

@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 
 from polydefect.data.io import read_image, read_mask
-from polydefect.data.preprocess import apply_mask, clahe, resize, to_grey_uint8
+from polydefect.data.preprocess import apply_mask, clahe, resize, to_grey_uint8, to_rgb_uint8
 
 
 @dataclass
 class Sample:
     """An image with its masks and keys; the anomaly map and score are filled in by scoring."""
 
-    image: np.ndarray  # (H, W) uint8 grey, preprocessed
+    image: np.ndarray  # (H, W) uint8 grey, or (H, W, 3) RGB with preprocess.colour; preprocessed
     object_mask: np.ndarray  # (H, W) bool; all True where the data has no object mask
     defect_mask: np.ndarray  # (H, W) bool; all False where there is none
     label: int
@@ -36,16 +36,16 @@ def load_sample(
     preprocess: Any,
     object_mask_path: str | None = None,
 ) -> Sample:
-    """Read and preprocess one table row (thesis 3.4): grey, mask the background, CLAHE, resize.
+    """Read and preprocess one table row (thesis 3.4): grey (or RGB), mask the background, CLAHE, resize.
 
     Args:
         row: a row of the sample table (attribute or key access).
-        preprocess: the `preprocess` config node (mask_background, clahe.*, size).
+        preprocess: the `preprocess` config node (colour, mask_background, clahe.*, size).
         object_mask_path: a predicted object mask to use instead of the row's own (the segment stage's output).
     """
     raw = read_image(row["image_path"])
-    image = to_grey_uint8(raw)
-    shape = image.shape
+    image = to_rgb_uint8(raw) if preprocess.get("colour", False) else to_grey_uint8(raw)
+    shape = image.shape[:2]
     mask_path = object_mask_path or optional_path(row["object_mask_path"])
     object_mask = read_mask(mask_path, shape) if mask_path else np.ones(shape, bool)
     defect_path = optional_path(row["defect_mask_path"])

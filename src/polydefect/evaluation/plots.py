@@ -23,6 +23,15 @@ def _np(values: ArrayLike) -> np.ndarray:
     return values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
 
 
+def _picture(image: Tensor) -> np.ndarray:
+    """(1, H, W) -> (H, W) grey; (3, H, W) -> (H, W, 3) RGB, as imshow draws them."""
+    return _np(image[0]) if image.shape[0] == 1 else _np(image.permute(1, 2, 0))
+
+
+def _channel_mean(picture: np.ndarray) -> np.ndarray:
+    return picture.mean(axis=2) if picture.ndim == 3 else picture
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Write a figure as PNG, creating the folder; returns the path."""
     path = Path(path)
@@ -125,7 +134,8 @@ def reconstruction_panels(
     """Per image: input, reconstruction, difference, anomaly map over the input (figures 4.3-4.5).
 
     Args:
-        images, reconstructions: (B, C, H, W) in [0, 1]; the first channel is shown.
+        images, reconstructions: (B, C, H, W) in [0, 1], grey or RGB (a grey model's reconstruction of a colour
+            input has one channel; the difference is taken on the channel means).
         anomaly_maps: (B, 1, H, W).
         threshold: pixel level above which the map is drawn in red on the input; None draws the map
             itself as a heat map over the input.
@@ -134,11 +144,11 @@ def reconstruction_panels(
     fig = Figure(figsize=(12, 3 * rows), layout="constrained")
     axes = fig.subplots(rows, 4, squeeze=False)
     for row in range(rows):
-        image, recon = _np(images[row, 0]), _np(reconstructions[row, 0])
+        image, recon = _picture(images[row]), _picture(reconstructions[row])
         amap = _np(anomaly_maps[row, 0])
         axes[row, 0].imshow(image, cmap="gray", vmin=0, vmax=1)
         axes[row, 1].imshow(recon, cmap="gray", vmin=0, vmax=1)
-        axes[row, 2].imshow(np.abs(image - recon), cmap="magma")
+        axes[row, 2].imshow(np.abs(_channel_mean(image) - _channel_mean(recon)), cmap="magma")
         axes[row, 3].imshow(image, cmap="gray", vmin=0, vmax=1)
         if threshold is None:
             axes[row, 3].imshow(amap, cmap="jet", alpha=0.45)
@@ -165,7 +175,8 @@ def defect_gallery(
     values), so a hot region means the same anomaly level in every panel.
 
     Args:
-        images, maps, defects: (H, W) grey image in [0, 1], anomaly map and boolean defect mask per example.
+        images, maps, defects: (H, W) grey or (H, W, 3) RGB image in [0, 1], anomaly map and boolean defect
+            mask per example.
         titles: one per example (e.g. the defect type).
         per_row: examples per row of the figure.
     """

@@ -56,6 +56,7 @@ class ConvAutoencoder(nn.Module):
         if not widths or not bottleneck:
             raise ValueError("model.net.widths and model.net.bottleneck need at least one entry each")
         code_at = bottleneck.index(min(bottleneck))
+        self.in_channels = in_channels
         self.downsampling = 2 ** (len(widths) - 1)
 
         encoder: list[nn.Module] = [*_conv_pair(in_channels, widths[0]), nn.Dropout(dropout)]

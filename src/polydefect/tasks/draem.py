@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from polydefect.data.synthetic_anomalies import paste_anomalies
 from polydefect.models.draem import Draem
 from polydefect.models.losses import mse_ssim_loss
+from polydefect.tasks.inputs import match_channels
 
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
@@ -62,8 +63,7 @@ class DraemTask(L.LightningModule):
 
     def _prepare(self, images: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, net.in_channels, S, S): grey replicated to colour, colour averaged to grey."""
-        if images.shape[1] != self.net.in_channels:
-            images = images.mean(1, keepdim=True).expand(-1, self.net.in_channels, -1, -1)
+        images = match_channels(images, self.net.in_channels)
         size = (self.hparams.input_size,) * 2
         if tuple(images.shape[-2:]) == size:
             return images

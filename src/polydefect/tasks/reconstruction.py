@@ -12,10 +12,12 @@ from torch import Tensor, nn
 from polydefect.data.tiling import split, stitch
 from polydefect.models.losses import reconstruction_loss
 from polydefect.scoring.maps import error_map
+from polydefect.tasks.inputs import match_channels
 
 
 class ReconstructionTask(L.LightningModule):
-    """Any reconstructor (`encode`/`decode`/`forward`) plus its loss, optimizer and whole-image prediction.
+    """Any reconstructor (`encode`/`decode`/`forward`, `in_channels`) plus its loss, optimizer and whole-image
+    prediction. Images of another channel count are matched to the net's (colour averaged to grey).
 
     Args:
         net: the autoencoder, e.g. `ConvAutoencoder` or `DenseAutoencoder`.
@@ -59,7 +61,7 @@ class ReconstructionTask(L.LightningModule):
         return self.net(x)
 
     def _step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
-        x = batch["image"]  # (B, C, window, window) in [0, 1]
+        x = match_channels(batch["image"], self.net.in_channels)  # (B, C, window, window) in [0, 1]
         training = stage == "train"
         noisy = x
         if training and self.hparams.noise_std > 0:
@@ -92,12 +94,13 @@ class ReconstructionTask(L.LightningModule):
             images: (B, C, H, W) in [0, 1], any H, W.
 
         Returns:
-            (B, C, H, W) reconstruction on the task's device.
+            (B, net.in_channels, H, W) reconstruction on the task's device.
         """
         was_training = self.training
         self.eval()
         try:
-            tiles, grid = split(images.to(self.device), self.hparams.core, self.hparams.window)
+            images = match_channels(images.to(self.device), self.net.in_channels)
+            tiles, grid = split(images, self.hparams.core, self.hparams.window)
             outputs = torch.cat([self.net(chunk) for chunk in tiles.split(self.hparams.chunk_size)])
         finally:
             self.train(was_training)
@@ -106,5 +109,5 @@ class ReconstructionTask(L.LightningModule):
     @torch.inference_mode()
     def anomaly_map(self, images: Tensor) -> Tensor:
         """(B, C, H, W) in [0, 1] -> (B, 1, H, W) squared reconstruction error: higher = more anomalous."""
-        images = images.to(self.device)
+        images = match_channels(images.to(self.device), self.net.in_channels)
         return error_map(images, self.reconstruct(images))
