@@ -1,4 +1,5 @@
-"""Which images a run's thresholds are fitted on, and that refitting them never retrains the detector."""
+"""Which images a run's thresholds are fitted on, and that refitting them (or loading data with more workers)
+never retrains a stage."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from omegaconf import DictConfig, open_dict
 from polydefect.config import register_configs
 from polydefect.pipeline.detect import detect_key
 from polydefect.pipeline.evaluate import fit_thresholds
+from polydefect.pipeline.segment import segment_key
 
 
 def scores_table() -> pd.DataFrame:
@@ -62,6 +64,14 @@ def test_threshold_settings_do_not_change_the_detect_cache_key(cfg: DictConfig) 
     with open_dict(changed):
         changed.scoring.reduction = "max"
     assert detect_key(changed, "masks") != key
+
+
+def test_data_loader_workers_do_not_change_the_cache_keys(cfg: DictConfig) -> None:
+    more_workers = cfg.copy()
+    with open_dict(more_workers):
+        more_workers.data.num_workers = 3
+    assert segment_key(more_workers) == segment_key(cfg)
+    assert detect_key(more_workers, "masks") == detect_key(cfg, "masks")
 
 
 def test_mvtec_data_fits_thresholds_on_validation_images_and_detects_with_the_ensemble(tmp_path: Path) -> None:

@@ -13,6 +13,11 @@ from polydefect.data.splits import DataSplits, make_splits
 log = logging.getLogger(__name__)
 
 
+def data_identity(cfg: DictConfig) -> dict:
+    """The data settings that decide a stage's output, for its cache key: all but how many workers load them."""
+    return {key: value for key, value in cfg.data.items() if key != "num_workers"}
+
+
 def domain_roots(cfg: DictConfig) -> dict[str, Path]:
     """The folder of each domain the run needs; an unset root renders the embedded data set (cached)."""
     wanted = {"real"} | set(cfg.data.train_domains)

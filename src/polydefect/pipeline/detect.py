@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from polydefect.data.datamodules import ImageDataset, ReconstructionDataModule
 from polydefect.data.sample import Sample, load_sample
 from polydefect.data.splits import DataSplits
+from polydefect.pipeline.data import data_identity
 from polydefect.pipeline.segment import SegmentResult
 from polydefect.pipeline.training import epoch_budget, trainer_kwargs
 from polydefect.scoring.maps import smooth
@@ -51,8 +52,9 @@ def detect_key(cfg: DictConfig, segment_key: str) -> str:
     """What determines the scores: the masks, preprocessing, augmentation, the model and its training, and how
     maps become scores (thresholds and SPC limits are the evaluate stage's: changing them retrains nothing)."""
     scoring = {name: cfg.scoring[name] for name in ("error", "reduction", "k")}
+    data = data_identity(cfg)
     return config_key(
-        segment_key, cfg.preprocess, cfg.augment, cfg.model, cfg.detect, scoring, cfg.trainer, cfg.data, cfg.seed
+        segment_key, cfg.preprocess, cfg.augment, cfg.model, cfg.detect, scoring, cfg.trainer, data, cfg.seed
     )
 
 

@@ -20,6 +20,7 @@ from polydefect.data.preprocess import to_grey_uint8
 from polydefect.data.sample import optional_path
 from polydefect.data.splits import DataSplits
 from polydefect.evaluation.segmentation_metrics import save_overlay, segmentation_metrics
+from polydefect.pipeline.data import data_identity
 from polydefect.pipeline.training import epoch_budget, trainer_kwargs
 from polydefect.segmentation.base import build_segmenter
 from polydefect.segmentation.mean_mask import MeanMask
@@ -41,8 +42,7 @@ class SegmentResult:
 
 def segment_key(cfg: DictConfig) -> str:
     """What determines the masks: the data, the segmenter and its training, the seed."""
-    data = {k: v for k, v in cfg.data.items() if k not in ("num_workers",)}
-    return config_key(data, cfg.render, cfg.segmenter, cfg.segment, cfg.augment, cfg.trainer, cfg.seed)
+    return config_key(data_identity(cfg), cfg.render, cfg.segmenter, cfg.segment, cfg.augment, cfg.trainer, cfg.seed)
 
 
 def _train_unet(cfg: DictConfig, segmenter: Any, splits: DataSplits, folder: Path) -> None:
