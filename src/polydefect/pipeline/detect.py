@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
 from polydefect.data.datamodules import ImageDataset, ReconstructionDataModule
 from polydefect.data.sample import Sample, load_sample
@@ -112,30 +113,49 @@ class ScoredImage:
     anomaly_map: np.ndarray  # (H, W) float32, zero outside the object mask
     object_mask: np.ndarray  # (H, W) bool
     defect_mask: np.ndarray  # (H, W) bool
+    panel: tuple[np.ndarray, np.ndarray] | None = None  # (C, H, W) input and its reconstruction, where asked for
+
+
+def _maps_and_reconstructions(task: L.LightningModule, images: Tensor) -> tuple[Tensor, Tensor]:
+    """Anomaly maps and what the detector made of the images: its reconstruction, or the images themselves
+    for detectors that do not reconstruct. One forward pass serves both."""
+    both = getattr(task, "map_and_reconstruction", None)
+    if callable(both):
+        return both(images)
+    return task.anomaly_map(images), images
 
 
 @torch.inference_mode()
 def iter_scores(
-    task: L.LightningModule, samples: Sequence[Sample], scoring: DictConfig, sigma: float, batch_size: int
+    task: L.LightningModule,
+    samples: Sequence[Sample],
+    scoring: DictConfig,
+    sigma: float,
+    batch_size: int,
+    panels: Container[int] = (),
 ) -> Iterator[ScoredImage]:
-    """Anomaly maps inside the object mask and image scores, one image at a time, in sample order."""
+    """Anomaly maps inside the object mask and image scores, one image at a time, in sample order; the images
+    whose index is in `panels` also keep their input and reconstruction (for figure panels)."""
     task.eval()
     error, reduction, k = scoring.error, scoring.reduction, scoring.k
     loader = torch.utils.data.DataLoader(ImageDataset(samples), batch_size=batch_size, shuffle=False)
     for batch in loader:
         mask = batch["object_mask"] > 0.5  # (B, 1, H, W)
-        amap = task.anomaly_map(batch["image"]).float().cpu()
+        amap, made = _maps_and_reconstructions(task, batch["image"])
+        amap = amap.float().cpu()
         if error == "absolute":  # eq. 4.1 as written: sqrt of the squared error; keeps the ranking of any map
             amap = amap.clamp_min(0).sqrt()
         amap = smooth(amap, sigma) * mask
         scores, sums = image_score(amap, mask, reduction, k), amap.sum(dim=(1, 2, 3))
-        for i in range(len(amap)):
+        for i, index in enumerate(batch["index"].tolist()):
+            panel = (batch["image"][i].numpy(), made[i].float().cpu().numpy()) if index in panels else None
             yield ScoredImage(
                 float(scores[i]),
                 float(sums[i]),
                 amap[i, 0].numpy(),
                 mask[i, 0].numpy(),
                 batch["defect_mask"][i, 0].numpy() > 0.5,
+                panel,
             )
 
 
@@ -204,8 +224,8 @@ def score_test(
         scores (N,) and map sums (N,).
     """
     chosen = set(panel_indices(labels, cfg.detect.samples))
-    scores, sums, panel_maps = [], [], {}
-    scored = iter_scores(task, samples, cfg.scoring, cfg.detect.map_sigma, cfg.data.batch_size)
+    scores, sums, panels = [], [], {}
+    scored = iter_scores(task, samples, cfg.scoring, cfg.detect.map_sigma, cfg.data.batch_size, chosen)
     with (
         NpzWriter(folder / "test_maps.npz") as maps,
         NpzWriter(folder / "test_defect_masks.npz") as defects,
@@ -217,31 +237,24 @@ def score_test(
             maps.add(image.anomaly_map.astype(np.float16))
             defects.add(image.defect_mask)
             objects.add(image.object_mask)
-            if index in chosen:
-                panel_maps[index] = image.anomaly_map.copy()  # a view would keep its whole batch alive
-    save_panels_input(task, samples, panel_maps, folder / "panels.npz")
+            if image.panel is not None:  # copies: a view would keep its whole batch alive
+                panels[index] = (*(part.copy() for part in image.panel), image.anomaly_map.copy(), labels[index])
+    save_panels(panels, folder / "panels.npz")
     return np.array(scores, np.float32), np.array(sums, np.float32)
 
 
-def save_panels_input(
-    task: L.LightningModule, samples: Sequence[Sample], maps: Mapping[int, np.ndarray], path: Path
-) -> None:
-    """Inputs, reconstructions (where the detector reconstructs) and maps of the test images in `maps` (by
-    index; `panel_indices` picks them), for the thesis' figure 4.3-4.5 panels."""
-    chosen = sorted(maps)
-    if not chosen:
+def save_panels(panels: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray, int]], path: Path) -> None:
+    """Inputs, reconstructions (the input itself where the detector does not reconstruct), maps and labels of
+    the test images `panel_indices` picked, by index, for the thesis' figure 4.3-4.5 panels."""
+    if not panels:
         return
-    picked = [samples[i] for i in chosen]
-    images = torch.stack([ImageDataset(picked)[i]["image"] for i in range(len(picked))])
-    reconstruct = getattr(task, "reconstruct", None)
-    with torch.inference_mode():
-        recons = reconstruct(images).float().cpu() if callable(reconstruct) else images
+    images, reconstructions, maps, labels = zip(*(panels[i] for i in sorted(panels)), strict=True)
     np.savez_compressed(
         path,
-        images=images.numpy(),
-        reconstructions=recons.numpy(),
-        maps=np.stack([maps[i] for i in chosen])[:, None],
-        labels=np.array([s.label for s in picked]),
+        images=np.stack(images),
+        reconstructions=np.stack(reconstructions),
+        maps=np.stack(maps)[:, None],
+        labels=np.array(labels),
     )
 
 

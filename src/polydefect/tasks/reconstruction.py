@@ -109,5 +109,11 @@ class ReconstructionTask(L.LightningModule):
     @torch.inference_mode()
     def anomaly_map(self, images: Tensor) -> Tensor:
         """(B, C, H, W) in [0, 1] -> (B, 1, H, W) squared reconstruction error: higher = more anomalous."""
+        return self.map_and_reconstruction(images)[0]
+
+    @torch.inference_mode()
+    def map_and_reconstruction(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The anomaly map and the reconstruction it was computed from, from one pass over the windows."""
         images = match_channels(images.to(self.device), self.net.in_channels)
-        return error_map(images, self.reconstruct(images))
+        reconstruction = self.reconstruct(images)
+        return error_map(images, reconstruction), reconstruction
