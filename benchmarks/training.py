@@ -13,8 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from timing import synchronize
 from torch.utils.data import DataLoader
 
-from polydefect.data.datamodules import ReconstructionDataModule
-from polydefect.pipeline.detect import build_task, load_samples
+from polydefect.pipeline.detect import build_task, load_samples, reconstruction_datamodule
 from polydefect.pipeline.segment import SegmentResult
 
 
@@ -67,17 +66,7 @@ def _fit_rate(cfg: DictConfig, data: Any, steps: int, warmup: int) -> float:
 def training_figures(cfg: DictConfig, table: pd.DataFrame, steps: int, warmup: int = 2) -> dict[str, float]:
     """Steps/s of the CAE fed by the DataModule (as the detect stage builds it) and by in-memory tensors."""
     good = load_samples(cfg, table[table["label"] == 0], SegmentResult(key="none"))
-    module = ReconstructionDataModule(
-        good,
-        good,
-        core=cfg.preprocess.tile.core,
-        window=cfg.preprocess.tile.window,
-        batch_size=cfg.data.batch_size,
-        num_workers=cfg.data.num_workers,
-        augment=cfg.augment,
-        min_foreground=cfg.detect.min_foreground,
-        seed=cfg.seed,
-    )
+    module = reconstruction_datamodule(cfg, good, good)
     module.setup("fit")
     windows = torch.from_numpy(module.train_set.images).unsqueeze(1)  # (N, 1, window, window) uint8
     count = (warmup + steps) * cfg.data.batch_size

@@ -64,6 +64,23 @@ def load_samples(cfg: DictConfig, table: pd.DataFrame, masks: SegmentResult) -> 
     return [load_sample(row, cfg.preprocess, masks.mask_paths.get(row["image_path"])) for _, row in table.iterrows()]
 
 
+def reconstruction_datamodule(
+    cfg: DictConfig, train: Sequence[Sample], val: Sequence[Sample]
+) -> ReconstructionDataModule:
+    """The detector's training data as the run's config describes it: windows, batches, augmentation."""
+    return ReconstructionDataModule(
+        train,
+        val,
+        core=cfg.preprocess.tile.core,
+        window=cfg.preprocess.tile.window,
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        augment=cfg.augment,
+        min_foreground=cfg.detect.min_foreground,
+        seed=cfg.seed,
+    )
+
+
 def build_task(cfg: DictConfig) -> L.LightningModule:
     log.info("Instantiating <%s>", cfg.model._target_)
     return instantiate(cfg.model, _convert_="all")
@@ -266,17 +283,7 @@ def detect(cfg: DictConfig, splits: DataSplits, masks: SegmentResult, cache: Sta
     def make(folder: Path) -> None:
         samples = {role: load_samples(cfg, tables[role], masks) for role in ("train", "val")}
         task = build_task(cfg)
-        data = ReconstructionDataModule(
-            samples["train"],
-            samples["val"],
-            core=cfg.preprocess.tile.core,
-            window=cfg.preprocess.tile.window,
-            batch_size=cfg.data.batch_size,
-            num_workers=cfg.data.num_workers,
-            augment=cfg.augment,
-            min_foreground=cfg.detect.min_foreground,
-            seed=cfg.seed,
-        )
+        data = reconstruction_datamodule(cfg, samples["train"], samples["val"])
         started = time.perf_counter()
         _train(cfg, task, data, folder)
         train_s = time.perf_counter() - started
