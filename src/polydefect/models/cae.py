@@ -75,8 +75,6 @@ class ConvAutoencoder(nn.Module):
             previous = width
         decoder += [nn.Conv2d(previous, in_channels, 3, padding=1), nn.Sigmoid()]
         self.decoder = nn.Sequential(*decoder)
-        # Channels-last weights put every convolution on oneDNN's blocked fast path (about 2x on a 2-core
-        # CPU, benchmarks/README.md); a grey (B, 1, H, W) input is channels-last already, so nothing is copied.
         if init == "he":
             for module in self.modules():
                 if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
@@ -84,6 +82,8 @@ class ConvAutoencoder(nn.Module):
                     nn.init.zeros_(module.bias)
         elif init != "default":
             raise ValueError(f"model.net.init must be 'default' or 'he', got {init!r}")
+        # Channels-last weights put every convolution on oneDNN's blocked fast path (about 2x on a 2-core
+        # CPU, benchmarks/README.md); a grey (B, 1, H, W) input is channels-last already, so nothing is copied.
         self.to(memory_format=torch.channels_last)
 
     def encode(self, x: Tensor) -> Tensor:
