@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import torch
 from helpers.mvtec import write_colour_mvtec
-from helpers.tiny import CONF, store_uri
-from hydra import compose, initialize_config_dir
+from helpers.tiny import compose_app, store_uri
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
-from polydefect.config import PreprocessConfig, register_configs
+from polydefect.config import PreprocessConfig
 from polydefect.data.datamodules import WindowDataset, to_tensor
 from polydefect.data.layout import discover_mvtec
 from polydefect.data.preprocess import clahe, to_rgb_uint8
@@ -108,24 +107,19 @@ def test_colour_inputs_draw_in_panels_and_overlays() -> None:
     ids=["ensemble", "grey_cae"],
 )
 def test_a_colour_mvtec_folder_runs_end_to_end(colour_root: Path, tmp_path: Path, overrides: list[str]) -> None:
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "config",
-            [
-                "data=mvtec",
-                f"data.root={colour_root}",
-                "data.batch_size=4",
-                "preprocess.size=[64,64]",
-                "preprocess.tile.core=64",
-                "preprocess.tile.window=64",
-                "trainer=fast",
-                "detect.samples=2",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                f"mlflow.tracking_uri={store_uri(tmp_path)}",
-                *overrides,
-            ],
-        )
+    cfg = compose_app(
+        "data=mvtec",
+        f"data.root={colour_root}",
+        "data.batch_size=4",
+        "preprocess.size=[64,64]",
+        "preprocess.tile.core=64",
+        "preprocess.tile.window=64",
+        "trainer=fast",
+        "detect.samples=2",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"mlflow.tracking_uri={store_uri(tmp_path)}",
+        *overrides,
+    )
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "out")
     assert cfg.preprocess.colour

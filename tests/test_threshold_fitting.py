@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers.tiny import CONF, compose_tiny
-from hydra import compose, initialize_config_dir
+from helpers.tiny import compose_app, compose_tiny
 from omegaconf import DictConfig, open_dict
 
-from polydefect.config import register_configs
 from polydefect.pipeline.detect import detect_key
 from polydefect.pipeline.evaluate import fit_thresholds
 from polydefect.pipeline.segment import segment_key
@@ -75,8 +73,6 @@ def test_data_loader_workers_do_not_change_the_cache_keys(cfg: DictConfig) -> No
 
 
 def test_mvtec_data_fits_thresholds_on_validation_images_and_detects_with_the_ensemble(tmp_path: Path) -> None:
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", ["data=mvtec", f"data.root={tmp_path}"])
+    cfg = compose_app("data=mvtec", f"data.root={tmp_path}")
     assert cfg.scoring.threshold.fit_on == "val"
     assert cfg.model._target_ == "polydefect.tasks.ensemble.EnsembleTask"

@@ -54,11 +54,16 @@ def tiny_overrides(root: Path, store: Path | None = None) -> list[str]:
     ]
 
 
-def compose_tiny(root: Path, *overrides: str, experiment: str = "tiny") -> DictConfig:
-    """The composed config of a tiny run, for calling `polydefect.pipeline.run.run(cfg)` in-process."""
+def compose_app(*overrides: str) -> DictConfig:
+    """The app's root config composed with `overrides`, as `python -m polydefect OVERRIDES` would."""
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", [f"+experiment={experiment}", *tiny_overrides(root), *overrides])
+        return compose("config", list(overrides))
+
+
+def compose_tiny(root: Path, *overrides: str, experiment: str = "tiny") -> DictConfig:
+    """The composed config of a tiny run, for calling `polydefect.pipeline.run.run(cfg)` in-process."""
+    cfg = compose_app(f"+experiment={experiment}", *tiny_overrides(root), *overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(root / "out")
     return cfg
