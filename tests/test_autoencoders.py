@@ -92,3 +92,39 @@ def test_he_initialisation_keeps_the_signal_alive_through_the_cae():
     assert spread["he"] > 10 * spread["default"]
     with pytest.raises(ValueError, match="model.net.init"):
         ConvAutoencoder(init="xavier")
+
+
+def _output_spread_after_training(init: str, output: str, steps: int = 60) -> float:
+    """Train the thesis-sized CAE on 64 px windows that are mostly black (a masked part: bright texture on
+    a quarter of the window), Adam at the thesis' learning rate; return the std of its eval-mode output."""
+    generator = torch.Generator().manual_seed(0)
+    windows = torch.zeros(64, 1, 64, 64)
+    windows[:, :, 16:32, 16:40] = 0.5 + 0.3 * torch.rand(64, 1, 16, 24, generator=generator)
+    torch.manual_seed(0)
+    net = ConvAutoencoder(init=init, output=output)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(steps):
+        batch = windows[torch.randint(0, len(windows), (8,), generator=generator)]
+        loss = torch.nn.functional.mse_loss(net(batch), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return net.eval()(windows[:16]).std().item()
+
+
+def test_the_default_cae_keeps_reconstructing_masked_windows_where_the_literal_listing_goes_black():
+    """Listing A.2 as written (sigmoid output, PyTorch init) saturates to a black output for every input on
+    masked windows; the default (He init, linear output clamped in eval) goes on learning."""
+    assert _output_spread_after_training("default", "sigmoid") < 1e-3
+    assert _output_spread_after_training("he", "linear") > 0.05
+
+
+def test_cae_output_is_unbounded_in_training_and_clamped_in_eval():
+    net = ConvAutoencoder(widths=(4, 8), bottleneck=(6, 3, 6), dropout=0.0)
+    with torch.no_grad():
+        net.decoder[-2].bias.fill_(5.0)  # push every output above 1
+        assert net.train()(torch.rand(1, 1, 16, 16)).max() > 1.0
+        assert net.eval()(torch.rand(1, 1, 16, 16)).max() == 1.0
+    with pytest.raises(ValueError, match="model.net.output"):
+        ConvAutoencoder(output="tanh")
