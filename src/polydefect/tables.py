@@ -65,7 +65,7 @@ class Table:
 COMMANDS = {
     "table_1_1": "python -m polydefect -m +experiment=table_1_1",
     "table_4_1": "python -m polydefect -m +experiment=table_4_1",
-    "anomaly_default": "python -m polydefect -m +experiment=real,synthetic,mixed",
+    "anomaly_default": "python -m polydefect -m +experiment=real,synthetic,mixed budget=full",
     "magnetic_tile": "python -m polydefect -m +experiment=magnetic_tile data.root=<MVTec-layout folder>",
     "magnetic_tile_by_type": "python -m polydefect -m +experiment=magnetic_tile data.root=<MVTec-layout folder>",
 }
