@@ -48,12 +48,28 @@ def test_every_experiment_composes(experiment: str) -> None:
 def test_every_thesis_matrix_cell_composes_inside_the_thesis_experiment(cell: str) -> None:
     cfg = compose_with("+experiment=thesis", f"+cell={cell}")
     assert cfg.name != "thesis" and "$" not in cfg.name, "a cell must name its own runs"
+    assert (cfg.segment.max_epochs, cfg.detect.max_epochs) == (12, 5), "the tables' epoch caps (budget=full)"
     if cell.startswith("table_4_1"):
         assert list(cfg.stages) == ["data", "segment"]
     if cell.startswith("table_1_1"):
         assert cfg.data.variant == "real"
         net = {"dae": "DenseAutoencoder", "cae": "ConvAutoencoder"}[cell.split("_")[3]]
         assert cfg.model.net._target_.endswith(net)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "caps"),
+    [
+        (["+experiment=mixed"], (4, 1)),  # the main run: budget=quick
+        (["+experiment=mixed", "budget=full"], (12, 5)),  # anomaly_default's rows
+        (["+experiment=table_1_1"], (12, 5)),
+        (["+experiment=table_4_1"], (12, 5)),
+        (["+experiment=magnetic_tile"], (12, 5)),
+    ],
+)
+def test_the_main_run_is_quick_and_every_table_experiment_trains_with_the_full_budget(overrides, caps) -> None:
+    cfg = compose_with(*overrides)
+    assert (cfg.segment.max_epochs, cfg.detect.max_epochs) == caps
 
 
 def test_the_thesis_matrix_has_the_table_1_1_table_4_1_and_train_data_cells() -> None:
