@@ -101,6 +101,28 @@ def test_a_wrong_type_fails_naming_the_key() -> None:
     assert "batch_size" in str(error.value) + str(error.value.__cause__)
 
 
+@pytest.mark.parametrize(
+    ("override", "choices"),
+    [
+        ("scoring.reduction=maxx", "[mean, max, topk_mean, sum]"),
+        ("scoring.error=cubed", "[squared, absolute]"),
+        ("scoring.threshold.method=mean", "[max, median, quantile]"),
+        ("scoring.threshold.fit_on=test", "[train, val]"),
+    ],
+)
+def test_a_misspelt_choice_fails_at_start_naming_the_key_and_the_choices(override: str, choices: str) -> None:
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_with(override)
+    message = str(error.value) + str(error.value.__cause__)
+    assert override.split("=")[0] in message and choices in message
+
+
+def test_choices_reach_the_code_as_their_plain_strings() -> None:
+    scoring = compose_with("+experiment=mixed", "scoring.threshold.fit_on=val").scoring
+    assert scoring.reduction == "topk_mean" and f"{scoring.threshold.fit_on}" == "val"
+    assert OmegaConf.to_container(scoring)["threshold"]["fit_on"] == "val"
+
+
 def app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "polydefect", *args], cwd=cwd, capture_output=True, text=True, timeout=120

@@ -8,9 +8,21 @@ Nodes built with `_target_` (segmenter, model, augment) are checked by their con
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+
+from polydefect.scoring.maps import ERRORS
+from polydefect.scoring.scores import REDUCTIONS
+from polydefect.scoring.thresholds import METHODS
+
+# Choices as enums: a misspelt value (scoring.reduction=maxx) fails at start naming the key and the choices,
+# not after training. StrEnum members are their strings, so the code and the stage-cache keys see plain values.
+MapError = StrEnum("MapError", {name: name for name in ERRORS})
+Reduction = StrEnum("Reduction", {name: name for name in REDUCTIONS})
+ThresholdMethod = StrEnum("ThresholdMethod", {name: name for name in METHODS})
+ThresholdSplit = StrEnum("ThresholdSplit", {"train": "train", "val": "val"})
 
 
 @dataclass
@@ -69,9 +81,11 @@ class DetectStageConfig:
 
 @dataclass
 class ThresholdConfig:
-    method: str = "max"  # max (thesis 4.3) | median (figure 5.3) | quantile of the good training scores
+    # max (thesis 4.3) | median (figure 5.3) | quantile of the good reference scores
+    method: ThresholdMethod = ThresholdMethod.max
     quantile: float = 0.99  # for method=quantile
-    fit_on: str = "train"  # train (thesis 4.3) | val: the good validation images, which no detector has seen
+    # train (thesis 4.3) | val: the good validation images, which no detector has seen
+    fit_on: ThresholdSplit = ThresholdSplit.train
 
 
 @dataclass
@@ -84,8 +98,8 @@ class SpcConfig:
 class ScoringConfig:
     """From anomaly maps to image scores, thresholds and batch verdicts (thesis 4.3, 5.6.3, eq. 1.1)."""
 
-    error: str = "squared"  # squared | absolute
-    reduction: str = "mean"  # mean | max | topk_mean | sum
+    error: MapError = MapError.squared  # squared | absolute
+    reduction: Reduction = Reduction.mean  # mean | max | topk_mean | sum
     k: float = 0.01  # fraction of the object's pixels averaged by topk_mean
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     spc: SpcConfig = field(default_factory=SpcConfig)
