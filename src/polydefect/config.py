@@ -15,14 +15,15 @@ from hydra.core.config_store import ConfigStore
 
 from polydefect.scoring.maps import ERRORS
 from polydefect.scoring.scores import REDUCTIONS
-from polydefect.scoring.thresholds import METHODS
+from polydefect.scoring.thresholds import METHODS, REFERENCE_SPLITS
 
 # Choices as enums: a misspelt value (scoring.reduction=maxx) fails at start naming the key and the choices,
-# not after training. StrEnum members are their strings, so the code and the stage-cache keys see plain values.
-MapError = StrEnum("MapError", {name: name for name in ERRORS})
-Reduction = StrEnum("Reduction", {name: name for name in REDUCTIONS})
-ThresholdMethod = StrEnum("ThresholdMethod", {name: name for name in METHODS})
-ThresholdSplit = StrEnum("ThresholdSplit", {"train": "train", "val": "val"})
+# not after training. StrEnum members are their strings, so the code and the stage-cache keys see plain values;
+# the choices are the lists the scoring code checks against (lower-case names: each member's value is its name).
+MapError = StrEnum("MapError", ERRORS)
+Reduction = StrEnum("Reduction", REDUCTIONS)
+ThresholdMethod = StrEnum("ThresholdMethod", METHODS)
+ThresholdSplit = StrEnum("ThresholdSplit", REFERENCE_SPLITS)
 
 
 @dataclass

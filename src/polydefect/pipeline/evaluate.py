@@ -18,7 +18,13 @@ from polydefect.evaluation import plots
 from polydefect.evaluation.metrics import evaluate as compute_metrics
 from polydefect.pipeline.detect import DetectResult, load_arrays
 from polydefect.scoring import spc
-from polydefect.scoring.thresholds import Threshold, fit_f1_threshold, fit_threshold, fit_view_stats
+from polydefect.scoring.thresholds import (
+    REFERENCE_SPLITS,
+    Threshold,
+    fit_f1_threshold,
+    fit_threshold,
+    fit_view_stats,
+)
 
 log = logging.getLogger(__name__)
 IMAGE_METRICS = ("image_auroc", "image_auprc", "f1", "f2", "precision", "recall")
@@ -28,8 +34,8 @@ def fit_thresholds(cfg: DictConfig, scores: pd.DataFrame) -> dict[str, Threshold
     """Global and per-view thresholds from good training (or, with `scoring.threshold.fit_on=val`, validation)
     images; best-F1 where validation holds defects."""
     rule = cfg.scoring.threshold
-    if rule.fit_on not in ("train", "val"):
-        raise ValueError(f"scoring.threshold.fit_on must be 'train' or 'val', got {rule.fit_on!r}")
+    if rule.fit_on not in REFERENCE_SPLITS:
+        raise ValueError(f"scoring.threshold.fit_on must be one of {list(REFERENCE_SPLITS)}, got {rule.fit_on!r}")
     reference = scores[(scores["role"] == rule.fit_on) & (scores["label"] == 0)]
     if reference.empty:
         raise ValueError(f"scoring.threshold.fit_on={rule.fit_on}: the {rule.fit_on} split has no good images")

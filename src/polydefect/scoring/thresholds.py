@@ -19,6 +19,7 @@ from torch import Tensor
 ALL_VIEWS = "*"
 BY = ("global", "view")
 METHODS = ("max", "median", "quantile")
+REFERENCE_SPLITS = ("train", "val")  # the good images a threshold may be fitted on (`scoring.threshold.fit_on`)
 
 
 def _float64(values: Tensor | Sequence[float]) -> Tensor:
