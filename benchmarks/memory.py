@@ -80,8 +80,12 @@ JOBS = {"score": _score, "score_eager": _score_eager, "mean_mask": _mean_mask}
 def child(job: str, root: Path, count: int, overrides: list[str]) -> dict[str, Any]:
     """Run one job in this process; its peak RSS and the RSS before the work began (imports, model), MB."""
     import torch
+    from app_config import compose_config
+
+    from polydefect.allocator import retain_freed_memory
 
     torch.set_num_threads(2)
+    retain_freed_memory(compose_config(*overrides).retain_freed_mb)  # as `polydefect.pipeline.run` does
     work = JOBS[job](root, count, overrides)
     baseline = _status_mb("VmRSS")
     started = time.perf_counter()

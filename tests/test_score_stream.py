@@ -13,7 +13,15 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from polydefect.data.splits import make_splits
-from polydefect.pipeline.detect import LazySamples, NpzWriter, load_arrays, panel_indices, score_test
+from polydefect.pipeline.detect import (
+    PANEL_SIDE,
+    LazySamples,
+    NpzWriter,
+    at_figure_size,
+    load_arrays,
+    panel_indices,
+    score_test,
+)
 from polydefect.pipeline.segment import SegmentResult
 
 
@@ -69,3 +77,13 @@ def test_the_archive_writer_keeps_the_order_of_its_arrays(tmp_path: Path) -> Non
             writer.add(array)
     with np.load(tmp_path / "a.npz") as archive:
         assert [archive[f"arr_{i}"].tolist() for i in range(6)] == [a.tolist() for a in arrays]
+
+
+def test_panels_are_stored_at_figure_size_and_small_ones_untouched() -> None:
+    rng = np.random.default_rng(0)
+    large = rng.random((3, 1024, 1536), dtype=np.float32)
+    shrunk = at_figure_size(large)
+    assert shrunk.shape == (3, round(1024 * PANEL_SIDE / 1536), PANEL_SIDE)
+    assert np.allclose(shrunk.mean(axis=(1, 2)), large.mean(axis=(1, 2)), atol=1e-3)  # area averaging
+    small = rng.random((1, 96, 128), dtype=np.float32)
+    assert at_figure_size(small) is small

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from polydefect.data.tiling import grid_for, mirror_indices, split, stitch
+from polydefect.data.tiling import grid_for, mirror_indices, mirror_pad, split, stitch
 
 
 @settings(max_examples=60, deadline=None)
@@ -58,3 +58,12 @@ def test_stitch_refuses_tiles_of_another_grid() -> None:
     tiles, grid = split(torch.zeros(1, 1, 100, 100), core=32, window=48)
     with pytest.raises(ValueError, match="do not fit"):
         stitch(tiles[:-1], grid)
+
+
+@pytest.mark.parametrize("rows, cols", [((2, 3), (1, 4)), ((8, 2), (3, 12)), ((0, 6), (8, 0))])
+def test_mirror_padding_matches_the_mirrored_indices_for_narrow_and_wide_margins(rows, cols) -> None:
+    images = torch.rand(2, 3, 7, 9)
+    expected = images[:, :, mirror_indices(7, -rows[0], 7 + rows[1])][..., mirror_indices(9, -cols[0], 9 + cols[1])]
+    assert torch.equal(mirror_pad(images, rows, cols), expected)
+    as_bytes = (images * 255).to(torch.uint8)  # integer images take the gathering path
+    assert torch.equal(mirror_pad(as_bytes, rows, cols), (expected * 255).to(torch.uint8))

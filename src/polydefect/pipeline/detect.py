@@ -14,6 +14,7 @@ from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import lightning as L
 import mlflow
 import numpy as np
@@ -255,22 +256,38 @@ def score_test(
             defects.add(image.defect_mask)
             objects.add(image.object_mask)
             if image.panel is not None:  # copies: a view would keep its whole batch alive
-                panels[index] = (*(part.copy() for part in image.panel), image.anomaly_map.copy(), labels[index])
+                panels[index] = (*(part.copy() for part in image.panel), image.anomaly_map[None].copy(), labels[index])
     save_panels(panels, folder / "panels.npz")
     return np.array(scores, np.float32), np.array(sums, np.float32)
 
 
+PANEL_SIDE = 512  # px: a panel is drawn about 3 inches wide, so larger pictures only cost compression time
+
+
+def at_figure_size(array: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> the same picture with its longer side at most `PANEL_SIDE` (area averaging)."""
+    height, width = array.shape[-2:]
+    scale = PANEL_SIDE / max(height, width)
+    if scale >= 1:
+        return array
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = [cv2.resize(np.asarray(channel, np.float32), size, interpolation=cv2.INTER_AREA) for channel in array]
+    return np.stack(resized)
+
+
 def save_panels(panels: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray, int]], path: Path) -> None:
-    """Inputs, reconstructions (the input itself where the detector does not reconstruct), maps and labels of
-    the test images `panel_indices` picked, by index, for the thesis' figure 4.3-4.5 panels."""
+    """(C, H, W) inputs, reconstructions (the input itself where the detector does not reconstruct), maps and labels of
+    the test images `panel_indices` picked, by index, for the thesis' figure 4.3-4.5 panels, at figure size
+    (compressing four full-size 1536x1024 panels took as long as archiving every map of six images)."""
     if not panels:
         return
-    images, reconstructions, maps, labels = zip(*(panels[i] for i in sorted(panels)), strict=True)
+    pictures = ((*(at_figure_size(part) for part in panels[i][:3]), panels[i][3]) for i in sorted(panels))
+    images, reconstructions, maps, labels = zip(*pictures, strict=True)
     np.savez_compressed(
         path,
         images=np.stack(images),
         reconstructions=np.stack(reconstructions),
-        maps=np.stack(maps)[:, None],
+        maps=np.stack(maps),
         labels=np.array(labels),
     )
 
