@@ -82,10 +82,10 @@ def child(job: str, root: Path, count: int, overrides: list[str]) -> dict[str, A
     import torch
     from app_config import compose_config
 
-    from polydefect.allocator import retain_freed_memory
+    from polydefect.allocator import reuse_freed_memory
 
     torch.set_num_threads(2)
-    retain_freed_memory(compose_config(*overrides).retain_freed_mb)  # as `polydefect.pipeline.run` does
+    reuse_freed_memory(compose_config(*overrides).reuse_freed_memory)  # as `polydefect.pipeline.run` does
     work = JOBS[job](root, count, overrides)
     baseline = _status_mb("VmRSS")
     started = time.perf_counter()

@@ -22,7 +22,7 @@ from memory import measure
 from thesis_data import THESIS_SIZE, write_thesis_images
 from training import training_figures
 
-from polydefect.allocator import retain_freed_memory
+from polydefect.allocator import reuse_freed_memory
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,13 @@ def memory_figures(profile: Profile, data_root: Path, overrides: list[str]) -> d
     return figures
 
 
-def run(profile: Profile, data_root: Path, device: torch.device, retain_freed_mb: int | None = None) -> dict[str, Any]:
+def run(profile: Profile, data_root: Path, device: torch.device, reuse_freed: bool = True) -> dict[str, Any]:
     """Every benchmark in turn; returns the flat dictionary of figures (see README for the keys)."""
     overrides = _overrides(profile)
-    if retain_freed_mb is not None:
-        overrides.append(f"retain_freed_mb={retain_freed_mb}")
+    overrides.append(f"reuse_freed_memory={str(reuse_freed).lower()}")
     trainer = "trainer=gpu" if device.type == "cuda" else "trainer=cpu"  # gpu: bf16 mixed-precision training
     cae = compose_config(*overrides, *profile.model, trainer)
-    retain_freed_memory(cae.retain_freed_mb)  # as `polydefect.pipeline.run` does
+    reuse_freed_memory(cae.reuse_freed_memory)  # as `polydefect.pipeline.run` does
     memory_bank = compose_config(*overrides, trainer, "model=patchcore")
     table = write_thesis_images(data_root, max(profile.memory_counts), profile.size)
     images = table.iloc[: profile.inference_images]
@@ -118,13 +117,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="folder for the generated images (kept; default: a temp dir)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the reference machine has 2 cores)")
-    parser.add_argument("--retain-freed-mb", type=int, help="the app's retain_freed_mb (0: glibc's defaults)")
+    parser.add_argument("--glibc-defaults", action="store_true", help="reuse_freed_memory=false (for comparison)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory(prefix="polydefect_bench_") as scratch:
-        figures = run(profile, args.data or Path(scratch), device, args.retain_freed_mb)
+        figures = run(profile, args.data or Path(scratch), device, not args.glibc_defaults)
     machine = describe(device)
     print(_table(machine, figures))
     if args.json:

