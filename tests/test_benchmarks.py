@@ -41,3 +41,14 @@ def test_toy_benchmark_writes_every_required_figure_as_a_positive_number(tmp_pat
     assert figures["machine"]["torch"] == torch.__version__ and figures["machine"]["threads"] == 1
     assert len(list(data.glob("batch_*/images/*.png"))) == 4  # the larger memory run's images, kept in --data
     assert "pipeline_to_model_ratio" in result.stdout  # the printed table
+
+
+def test_sweep_benchmark_times_a_cold_and_a_warm_multirun(tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "sweep.py"), "--experiment", "tiny", "--keep", str(tmp_path)]
+    result = subprocess.run([*command, "--json", str(out)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["sweep_change"] == "model.optimizer.lr=0.0005"
+    assert 0 < figures["sweep_warm_s"] < figures["sweep_cold_s"]  # the warm run renders and segments nothing
+    assert (tmp_path / "cache" / "polydefect" / "stages" / "detect").is_dir()
