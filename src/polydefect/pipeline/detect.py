@@ -255,13 +255,16 @@ def score_test(
             maps.add(image.anomaly_map.astype(np.float16))
             defects.add(image.defect_mask)
             objects.add(image.object_mask)
-            if image.panel is not None:  # copies: a view would keep its whole batch alive
-                panels[index] = (*(part.copy() for part in image.panel), image.anomaly_map[None].copy(), labels[index])
+            if image.panel is not None:  # at figure size, copied: a view would keep its whole batch alive
+                parts = (*image.panel, image.anomaly_map[None])
+                panels[index] = (*(at_figure_size(part).copy() for part in parts), labels[index])
     save_panels(panels, folder / "panels.npz")
     return np.array(scores, np.float32), np.array(sums, np.float32)
 
 
-PANEL_SIDE = 512  # px: a panel is drawn about 3 inches wide, so larger pictures only cost compression time
+# px: a panel is drawn about 3 inches wide; compressing four full-size 1536x1024 panels took as long as
+# archiving every map of six images
+PANEL_SIDE = 512
 
 
 def at_figure_size(array: np.ndarray) -> np.ndarray:
@@ -276,13 +279,11 @@ def at_figure_size(array: np.ndarray) -> np.ndarray:
 
 
 def save_panels(panels: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray, int]], path: Path) -> None:
-    """(C, H, W) inputs, reconstructions (the input itself where the detector does not reconstruct), maps and labels of
-    the test images `panel_indices` picked, by index, for the thesis' figure 4.3-4.5 panels, at figure size
-    (compressing four full-size 1536x1024 panels took as long as archiving every map of six images)."""
+    """(C, H, W) inputs, reconstructions (the input itself where the detector does not reconstruct), maps
+    and labels of the test images `panel_indices` picked, by index, for the thesis' figure 4.3-4.5 panels."""
     if not panels:
         return
-    pictures = ((*(at_figure_size(part) for part in panels[i][:3]), panels[i][3]) for i in sorted(panels))
-    images, reconstructions, maps, labels = zip(*pictures, strict=True)
+    images, reconstructions, maps, labels = zip(*(panels[i] for i in sorted(panels)), strict=True)
     np.savez_compressed(
         path,
         images=np.stack(images),

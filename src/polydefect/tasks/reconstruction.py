@@ -27,8 +27,8 @@ class ReconstructionTask(L.LightningModule):
             the target stays the clean window. 0 turns it off.
         core: kept centre of each window when reconstructing whole images, px.
         window: side of the windows the net sees, px (`preprocess.tile.window`).
-        chunk_size: windows per forward pass in `reconstruct`: bounds memory, and small chunks of large
-            windows keep a convolutional net's activations in the CPU cache.
+        chunk_size: windows per forward pass in `reconstruct`: bounds memory, and keeps a convolutional
+            net's activations small enough for the allocator to reuse (`polydefect.allocator`).
         max_epochs: this stage's epoch budget; the pipeline hands it to the Trainer.
         patience: early-stopping patience in epochs on `val/loss` (thesis 3.8); None turns it off.
     """
