@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from polydefect.pipeline.detect import build_task, load_samples, reconstruction_datamodule
 from polydefect.pipeline.segment import SegmentResult
+from polydefect.pipeline.training import TrainingAllocation
 
 
 class StepTimer(L.Callback):
@@ -53,7 +54,7 @@ def _fit_rate(cfg: DictConfig, data: Any, steps: int, warmup: int) -> float:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[timer],
+        callbacks=[timer, TrainingAllocation()] if cfg.reuse_freed_memory else [timer],  # as the stages train
     )
     task = build_task(OmegaConf.merge(cfg, {"model": {"patience": None}}))  # no validation: no early stopping
     if isinstance(data, L.LightningDataModule):

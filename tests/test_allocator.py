@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from helpers.tiny import compose_app
 
 from polydefect.allocator import reuse_freed_memory
+from polydefect.pipeline.training import TrainingAllocation, trainer_kwargs
 
 # a two-level CAE whose activations (up to 26 MB each) are freed and allocated again at every pass
 FAULTS = """
@@ -45,3 +48,55 @@ def test_retained_memory_is_reused_instead_of_faulted_in_again() -> None:
 
 def test_disabled_leaves_the_allocator_alone() -> None:
     assert reuse_freed_memory(False) is False
+
+
+# training steps of a small CAE at batch 8: activations of 52 MB, over the 32 MB that scoring keeps on the heap
+TRAINING = """
+import os, resource, sys, torch
+from polydefect.allocator import hold_freed_memory_for_training, release_training_memory, reuse_freed_memory
+reuse_freed_memory(True)
+held = hold_freed_memory_for_training() if sys.argv[1] == 'on' else False
+torch.set_num_threads(1)
+from polydefect.models.cae import ConvAutoencoder
+net = ConvAutoencoder(widths=(16, 32), bottleneck=(8, 4, 8))
+optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+x = torch.rand(8, 1, 320, 320)
+def step():
+    optimizer.zero_grad()
+    torch.nn.functional.mse_loss(net(x), x).backward()
+    optimizer.step()
+for _ in range(2):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    step()
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+def rss_mb():
+    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') >> 20
+held_mb = rss_mb()
+release_training_memory()
+print(held, faults, held_mb, rss_mb())
+"""
+
+
+def _training(setting: str) -> tuple[bool, int, int, int]:
+    out = subprocess.run([sys.executable, "-c", TRAINING, setting], capture_output=True, text=True, check=True)
+    held, faults, held_mb, released_mb = out.stdout.split()
+    return held == "True", int(faults), int(held_mb), int(released_mb)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_training_keeps_its_blocks_and_gives_them_back_afterwards() -> None:
+    held, held_faults, held_mb, released_mb = _training("on")
+    scoring, scoring_faults, _, _ = _training("off")
+    assert held and not scoring
+    assert scoring_faults > 4 * 12_800  # each step maps its 52 MB activations (12 800 pages) and faults them in
+    assert held_faults < scoring_faults / 10
+    assert released_mb < held_mb - 50  # the freed heap kept for training goes back to the system
+
+
+def test_training_allocation_is_a_callback_of_every_trained_stage() -> None:
+    on = trainer_kwargs(compose_app(), 1, Path("."))
+    off = trainer_kwargs(compose_app("reuse_freed_memory=false"), 1, Path("."))
+    assert any(isinstance(c, TrainingAllocation) for c in on["callbacks"])
+    assert not any(isinstance(c, TrainingAllocation) for c in off["callbacks"])

@@ -17,12 +17,29 @@ import sys
 
 log = logging.getLogger(__name__)
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, <malloc.h>
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # mallopt parameters, <malloc.h>
+GLIBC_MMAP_MAX = 65536  # glibc's default for M_MMAP_MAX: how many blocks may be mapped at once
 # Blocks up to 32 MB (glibc's own ceiling for its adaptive threshold on 64-bit; a chunk of 4 CAE windows'
 # largest activation is 26 MB) come from the heap, larger ones are mapped and unmapped as before; the heap
 # keeps up to 128 MB free at its top. Keeping 1 GB instead made the peak RSS of scoring grow with the number
 # of images (1485 -> 1703 MB from 60 to 240 thesis-sized images; 1347 -> 1349 MB with these values).
 HEAP_BLOCK_MB, KEPT_FREE_MB = 32, 128
+# While training, a batch's activations and their gradients are over the 32 MB ceiling (8 thesis windows:
+# 105 MB per CAE layer), so they were mapped and faulted in at every step: no block is mapped then, and up
+# to 1 GB of freed heap is kept (CAE training 3.9 -> 4.7 windows/s, benchmarks/README.md).
+TRAINING_KEPT_FREE_MB = 1024
+
+
+def _mallopt(*settings: tuple[int, int]) -> bool:
+    """Apply (parameter, value) pairs with glibc's mallopt; False off glibc or when glibc refuses one."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return all([bool(mallopt(parameter, value)) for parameter, value in settings])
 
 
 def reuse_freed_memory(enabled: bool = True) -> bool:
@@ -31,16 +48,20 @@ def reuse_freed_memory(enabled: bool = True) -> bool:
     Returns whether the setting took effect: False when disabled, and off glibc (macOS, Windows, musl),
     where the system allocator is left alone.
     """
-    if not enabled or not sys.platform.startswith("linux"):
+    if not enabled:
         return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    applied = bool(mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_MB << 20)) and bool(
-        mallopt(M_TRIM_THRESHOLD, KEPT_FREE_MB << 20)
-    )
-    if not applied:
+    applied = _mallopt((M_MMAP_THRESHOLD, HEAP_BLOCK_MB << 20), (M_TRIM_THRESHOLD, KEPT_FREE_MB << 20))
+    if not applied and sys.platform.startswith("linux"):
         log.warning("reuse_freed_memory: glibc refused the setting; the allocator keeps its defaults")
     return applied
+
+
+def hold_freed_memory_for_training() -> bool:
+    """Training's setting: every block from the heap, up to 1 GB of it kept free; True where it took effect."""
+    return _mallopt((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRAINING_KEPT_FREE_MB << 20))
+
+
+def release_training_memory() -> None:
+    """Back to `reuse_freed_memory`'s setting after training, and hand the heap's free pages to the system."""
+    if _mallopt((M_MMAP_MAX, GLIBC_MMAP_MAX), (M_TRIM_THRESHOLD, KEPT_FREE_MB << 20)):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)

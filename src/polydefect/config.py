@@ -154,7 +154,7 @@ class PolydefectConfig:
     render: Any = None
     stages: list[str] = field(default_factory=lambda: ["data", "segment", "detect", "evaluate"])
     seed: int = 42
-    reuse_freed_memory: bool = True  # glibc keeps freed activations for reuse (allocator.py); 1.3x CAE inference
+    reuse_freed_memory: bool = True  # glibc keeps freed blocks for reuse (allocator.py): 1.3x scoring, 1.13x training
     name: str = "default"  # experiment name: the MLflow run name and the tables' row key
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import mlflow
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.plugins.environments import LightningEnvironment
 from omegaconf import DictConfig
+
+from polydefect.allocator import hold_freed_memory_for_training, release_training_memory
 
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # strategies whose ranks are processes started by the fit
 
@@ -25,6 +28,23 @@ def mlflow_logger() -> MLFlowLogger | bool:
 def epoch_budget(own: int, cap: int | None) -> int:
     """A stage's epochs: its model's own number, capped by the run's budget (`segment.max_epochs`, ...)."""
     return own if cap is None else min(own, cap)
+
+
+class TrainingAllocation(Callback):
+    """Holds freed memory on the heap while a stage trains and gives it back when the fit ends or fails.
+
+    Scoring keeps at most 128 MB of freed heap so its peak does not grow with the data; a training step's
+    blocks are larger and come back at every step, so during the fit they stay (`polydefect.allocator`).
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        hold_freed_memory_for_training()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        release_training_memory()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        release_training_memory()
 
 
 def trainer_kwargs(cfg: DictConfig, stage_max_epochs: int, root_dir: Path) -> dict[str, Any]:
@@ -52,9 +72,12 @@ def trainer_kwargs(cfg: DictConfig, stage_max_epochs: int, root_dir: Path) -> di
         enable_model_summary=False,
         logger=mlflow_logger(),
         default_root_dir=str(root_dir),
+        callbacks=[],
     )
     if t.enable_progress_bar:
-        kwargs["callbacks"] = [RichProgressBar(leave=True)]
+        kwargs["callbacks"].append(RichProgressBar(leave=True))
+    if cfg.reuse_freed_memory:
+        kwargs["callbacks"].append(TrainingAllocation())
     if t.strategy in SPAWNING:
         # The strategy starts its ranks itself: inside a SLURM job, Lightning would otherwise take the job's one
         # task for the whole world and train on a single process.
