@@ -5,10 +5,10 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers.trainer import bare_trainer
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
@@ -48,15 +48,7 @@ def test_draem_trains_a_few_steps_and_maps_odd_grey_and_colour_inputs() -> None:
     torch.manual_seed(0)
     task = DraemTask(_net(), partial(torch.optim.Adam, lr=1e-3), input_size=32, anomaly_probability=1.0)
     loader = DataLoader([{"image": image} for image in _surfaces(8)], batch_size=4)
-    trainer = L.Trainer(
-        max_steps=4,
-        limit_val_batches=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = bare_trainer(max_steps=4, limit_val_batches=1)
     trainer.fit(task, train_dataloaders=loader, val_dataloaders=loader)
     metrics = trainer.callback_metrics
     assert {"train/loss", "val/loss", "val/segmentation_loss"} <= set(metrics)

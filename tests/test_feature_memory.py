@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers.trainer import bare_trainer
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
@@ -45,14 +45,7 @@ def fitted() -> MemoryBankTask:
     torch.manual_seed(0)
     task = _task()
     loader = DataLoader([{"image": image} for image in _tiles(8, seed=0)], batch_size=4)
-    trainer = L.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = bare_trainer(max_epochs=3)
     trainer.fit(task, train_dataloaders=loader, val_dataloaders=loader)
     assert trainer.current_epoch == 1  # one pass, whatever max_epochs says
     task.fit()
@@ -112,14 +105,7 @@ def test_ensemble_standardises_members_on_validation_images_and_ranks_defects_hi
         ),
     }
     ensemble = EnsembleTask(members)
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = bare_trainer(max_epochs=2)
     train = DataLoader([{"image": image} for image in _tiles(8, seed=0)], batch_size=4)
     val = DataLoader([{"image": image} for image in _tiles(4, seed=6)], batch_size=2)
     trainer.fit(ensemble, train_dataloaders=train, val_dataloaders=val)

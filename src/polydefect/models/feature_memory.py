@@ -25,6 +25,16 @@ def nearest_distances(queries: Tensor, bank: Tensor, k: int = 1) -> Tensor:
     return torch.from_numpy(squared).clamp_min(0).sqrt().mean(1).to(queries.device)
 
 
+def embed_patches(backbone: nn.Module, images: Tensor, aggregation: int) -> Tensor:
+    """(B, C, H, W) in [0, 1] -> (B, D, h, w): each backbone map averaged over `aggregation` cells, resized to the
+    largest map and concatenated along channels (D = sum of the maps' channels)."""
+    maps = backbone(images)
+    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    pad = aggregation // 2
+    pooled = [F.avg_pool2d(m, aggregation, 1, pad, count_include_pad=False) for m in maps]
+    return torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in pooled], 1)
+
+
 class PatchFeatureMemory(nn.Module):
     """Embeds images as patch features and scores each patch by its distance to a bank of normal patches.
 
@@ -50,11 +60,7 @@ class PatchFeatureMemory(nn.Module):
 
     def embed(self, images: Tensor) -> Tensor:
         """(B, C, H, W) in [0, 1] -> (B, D, h, w) patch features at the finest requested stride."""
-        maps = self.backbone(images)
-        size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-        pad = self.aggregation // 2
-        pooled = [F.avg_pool2d(m, self.aggregation, 1, pad, count_include_pad=False) for m in maps]
-        return torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in pooled], 1)
+        return embed_patches(self.backbone, images, self.aggregation)
 
     def remember(self, features: Tensor) -> None:
         """Make features (M, D) the bank of normal patches."""

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from polydefect.data.synthetic_anomalies import paste_anomalies
 from polydefect.models.draem import Draem
 from polydefect.models.losses import mse_ssim_loss
-from polydefect.tasks.inputs import match_channels
+from polydefect.tasks.inputs import match_channels, resize_square
 
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
@@ -63,11 +63,7 @@ class DraemTask(L.LightningModule):
 
     def _prepare(self, images: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, net.in_channels, S, S): grey replicated to colour, colour averaged to grey."""
-        images = match_channels(images, self.net.in_channels)
-        size = (self.hparams.input_size,) * 2
-        if tuple(images.shape[-2:]) == size:
-            return images
-        return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return resize_square(match_channels(images, self.net.in_channels), self.hparams.input_size)
 
     def _step(self, batch: dict[str, Tensor], stage: str, generator: torch.Generator) -> dict[str, Tensor]:
         x = self._prepare(batch["image"])  # (B, C, S, S) in [0, 1]

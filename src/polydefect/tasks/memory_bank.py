@@ -10,6 +10,7 @@ from torch import Tensor
 from polydefect.models.coreset import greedy_coreset
 from polydefect.models.feature_memory import PatchFeatureMemory
 from polydefect.scoring.maps import smooth
+from polydefect.tasks.inputs import resize_square
 
 
 class MemoryBankTask(L.LightningModule):
@@ -49,16 +50,11 @@ class MemoryBankTask(L.LightningModule):
         self.net = net
         self.collected: list[Tensor] = []  # (N_i, D) patch features per training batch, on the CPU
 
-    def _resize(self, images: Tensor) -> Tensor:
-        size = self.hparams.input_size
-        if size is None or tuple(images.shape[-2:]) == (size, size):
-            return images
-        return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
     @torch.no_grad()
     def collect(self, images: Tensor) -> int:
         """Store the patch features of good images (B, C, H, W) for `fit()`; returns how many are stored."""
-        features = self.net.embed(self._resize(images.to(self.device, torch.float32)))  # (B, D, h, w)
+        images = resize_square(images.to(self.device, torch.float32), self.hparams.input_size)
+        features = self.net.embed(images)  # (B, D, h, w)
         self.collected.append(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).cpu())
         return sum(len(f) for f in self.collected)
 
@@ -87,7 +83,7 @@ class MemoryBankTask(L.LightningModule):
     def anomaly_map(self, images: Tensor) -> Tensor:
         """(B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 patch distance: higher = more anomalous."""
         images = images.to(self.device, torch.float32)
-        resized = self._resize(images)
+        resized = resize_square(images, self.hparams.input_size)
         distances = self.net(resized)  # (B, 1, h, w)
         amap = F.interpolate(distances, size=resized.shape[-2:], mode="bilinear", align_corners=False)
         amap = smooth(amap, self.hparams.sigma)

@@ -1,0 +1,90 @@
+"""Training the feature segmenter on good images with pasted synthetic anomalies; its logits are the map."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polydefect.data.synthetic_anomalies import paste_anomalies
+from polydefect.models.feature_segmenter import FeatureSegmenter
+from polydefect.scoring.maps import smooth
+from polydefect.tasks.inputs import resize_square
+
+
+class FeatureSegmentationTask(L.LightningModule):
+    """Pasted Perlin-noise anomalies (the data layer's, as DRAEM's) and binary cross-entropy against each
+    patch's share of anomalous pixels; only the head learns, the pretrained backbone stays frozen.
+
+    Images are resized to a square `input_size` inside the task and the maps come back at the caller's H, W.
+
+    Args:
+        net: the `FeatureSegmenter`.
+        optimizer: a partial optimizer (Hydra `_partial_: true`) completed with the head's parameters.
+        input_size: side of the square the backbone sees, px.
+        anomaly_probability: chance that a training image gets a synthetic anomaly.
+        repeats: anomalies drawn per image and batch (each a different one), so an epoch teaches more.
+        sigma: Gaussian smoothing std of the map at `input_size` resolution, px; 0 turns it off.
+        seed: seeds the synthetic anomalies (validation uses a fixed stream, so `val/loss` is comparable).
+        max_epochs: this stage's epoch budget; the pipeline hands it to the Trainer.
+    """
+
+    checkpoint_monitor = "val/loss"  # the pipeline keeps the epoch with the lowest
+
+    def __init__(
+        self,
+        net: FeatureSegmenter,
+        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+        input_size: int = 160,
+        anomaly_probability: float = 0.5,
+        repeats: int = 2,
+        sigma: float = 4.0,
+        seed: int = 0,
+        max_epochs: int = 10,
+    ) -> None:
+        super().__init__()
+        if input_size < 32:
+            raise ValueError(f"model.input_size must be >= 32 px, got {input_size}")
+        if repeats < 1:
+            raise ValueError(f"model.repeats must be >= 1, got {repeats}")
+        self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _step(self, batch: dict[str, Tensor], stage: str, generator: torch.Generator) -> Tensor:
+        images = resize_square(batch["image"].float(), self.hparams.input_size).repeat(self.hparams.repeats, 1, 1, 1)
+        anomalous, masks = paste_anomalies(images, generator, self.hparams.anomaly_probability)
+        logits = self.net(anomalous)
+        target = F.adaptive_avg_pool2d(masks, logits.shape[-2:])  # each patch's share of anomalous pixels
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        training = stage == "train"
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=training, on_epoch=not training, batch_size=len(images))
+        return loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train", self.generator)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "val", torch.Generator().manual_seed(self.hparams.seed + 1 + batch_idx))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.net.head.parameters())
+
+    @torch.inference_mode()
+    def anomaly_map(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 anomaly probability, smoothed."""
+        was_training = self.training
+        self.eval()
+        try:
+            images = images.to(self.device, torch.float32)
+            resized = resize_square(images, self.hparams.input_size)
+            probability = torch.sigmoid(self.net(resized))
+            probability = F.interpolate(probability, size=resized.shape[-2:], mode="bilinear", align_corners=False)
+            probability = smooth(probability, self.hparams.sigma)
+        finally:
+            self.train(was_training)
+        return F.interpolate(probability, size=images.shape[-2:], mode="bilinear", align_corners=False)
