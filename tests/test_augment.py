@@ -53,3 +53,16 @@ def test_shipped_augment_configs_instantiate() -> None:
         if transform is not None:
             out, (m,) = augment_with_masks(transform, np.zeros((40, 40), np.uint8), [np.ones((40, 40), bool)])
             assert out.shape == (40, 40) and m.shape == (40, 40), path.name
+
+
+def test_the_seed_decides_the_draws() -> None:
+    image = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
+    mask = np.zeros((32, 32), bool)
+
+    def draws(seed: int) -> list[np.ndarray]:
+        transform = build_augmentation(OmegaConf.create(STRONG_GEOMETRY), seed)
+        return [augment_with_masks(transform, image, [mask])[0] for _ in range(3)]
+
+    first, again, other = draws(1), draws(1), draws(2)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))

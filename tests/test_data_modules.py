@@ -121,3 +121,26 @@ def test_loaded_sample_is_masked_and_equalised(thesis_root: Path) -> None:
     assert sample.image.shape == (32, 48)
     assert sample.image[~sample.object_mask].max() == 0
     assert sample.label == 1 and sample.defect_mask.any()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_augmented_batches_are_decided_by_the_seed(thesis_root: Path, workers: int) -> None:
+    splits = make_splits(data_cfg(val_fraction=0.25), {"real": thesis_root}, seed=0)
+    augment = OmegaConf.create(
+        {
+            "_target_": "albumentations.Compose",
+            "transforms": [{"_target_": "albumentations.Affine", "rotate": [-30, 30], "p": 1.0}],
+        }
+    )
+
+    def batches(seed: int) -> list[torch.Tensor]:
+        module = SegmentationDataModule(
+            splits.train, splits.val, image_size=32, batch_size=2, num_workers=workers, augment=augment, seed=seed
+        )
+        module.setup("fit")
+        loader = iter(module.train_dataloader())
+        return [next(loader)["image"] for _ in range(2)]
+
+    first, again, other = batches(1), batches(1), batches(2)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))

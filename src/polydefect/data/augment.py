@@ -9,11 +9,17 @@ import numpy as np
 from hydra.utils import instantiate
 
 
-def build_augmentation(cfg: Any) -> A.BasicTransform | None:
-    """Instantiate the `augment` node (an albumentations `Compose` with `_target_`s); None or {} disables it."""
+def build_augmentation(cfg: Any, seed: int = 0) -> A.BasicTransform | None:
+    """Instantiate the `augment` node (an albumentations `Compose` with `_target_`s); None or {} disables it.
+
+    albumentations 2 draws from its own generator, not from the global seeds that `seed_everything` sets,
+    so the run's seed is handed to the transform: the same config then trains the same model.
+    """
     if not cfg:
         return None
-    return instantiate(cfg, _convert_="all")
+    transform = instantiate(cfg, _convert_="all")
+    transform.set_random_seed(seed)
+    return transform
 
 
 def augment_with_masks(

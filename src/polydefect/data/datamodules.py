@@ -9,7 +9,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from polydefect.data.augment import augment_with_masks, build_augmentation
 from polydefect.data.io import read_image, read_mask
@@ -106,6 +106,15 @@ class ImageDataset(Dataset):
         }
 
 
+def _reseed_augmentation(worker_id: int) -> None:
+    """A worker process starts with a copy of the parent's augmentation generator: give each its own draws,
+    from the worker seed that the loader's seeded generator decides."""
+    info = get_worker_info()
+    augment = getattr(info.dataset, "augment", None)
+    if augment is not None:
+        augment.set_random_seed(info.seed % 2**32)
+
+
 def _loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
@@ -115,6 +124,7 @@ def _loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, 
         num_workers=num_workers,
         generator=generator,
         persistent_workers=num_workers > 0,
+        worker_init_fn=_reseed_augmentation,
     )
 
 
@@ -138,7 +148,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set = SegmentationDataset(
-            self.tables["train"], self.image_size, build_augmentation(self.augment_cfg)
+            self.tables["train"], self.image_size, build_augmentation(self.augment_cfg, self.seed)
         )
         self.val_set = SegmentationDataset(self.tables["val"], self.image_size)
 
@@ -173,7 +183,9 @@ class ReconstructionDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         cut = dict(core=self.core, window=self.window, min_foreground=self.min_foreground)
-        self.train_set = WindowDataset(self.samples["train"], augment=build_augmentation(self.augment_cfg), **cut)
+        self.train_set = WindowDataset(
+            self.samples["train"], augment=build_augmentation(self.augment_cfg, self.seed), **cut
+        )
         self.val_set = WindowDataset(self.samples["val"] or self.samples["train"], **cut)
         self.test_set = ImageDataset(self.test_samples)
 
