@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from polydefect.config import DataConfig, PreprocessConfig
 from polydefect.data.datamodules import ReconstructionDataModule, SegmentationDataModule
+from polydefect.data.io import read_image
 from polydefect.data.layout import DataLayoutError
 from polydefect.data.sample import load_sample
 from polydefect.data.splits import make_splits
@@ -144,3 +147,16 @@ def test_augmented_batches_are_decided_by_the_seed(thesis_root: Path, workers: i
     first, again, other = batches(1), batches(1), batches(2)
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_an_empty_predicted_object_mask_falls_back_to_the_whole_frame(
+    thesis_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    row = make_splits(data_cfg(), {"real": thesis_root}, seed=0).test.iloc[0]
+    empty = tmp_path / "empty_mask.png"
+    height, width = read_image(row["image_path"]).shape[:2]
+    cv2.imwrite(str(empty), np.zeros((height, width), np.uint8))
+    with caplog.at_level("WARNING"):
+        sample = load_sample(row, preprocess_cfg(size=[48, 32]), object_mask_path=str(empty))
+    assert sample.object_mask.all() and sample.image.any()  # scored over the frame, not blacked out
+    assert str(empty) in caplog.text

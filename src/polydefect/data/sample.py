@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,8 @@ import numpy as np
 
 from polydefect.data.io import read_image, read_mask
 from polydefect.data.preprocess import apply_mask, clahe, resize, to_grey_uint8, to_rgb_uint8
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +34,21 @@ def optional_path(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def read_object_mask(path: str | None, shape: tuple[int, int]) -> np.ndarray:
+    """The object mask at `path` (H, W) bool, or the whole frame where there is none or it is empty.
+
+    A segmenter that finds no part in one image of a batch must not stop the run after every model is
+    trained: that image is scored over its whole frame instead, with a warning naming the mask file.
+    """
+    if path is None:
+        return np.ones(shape, bool)
+    mask = read_mask(path, shape)
+    if not mask.any():
+        log.warning("%s: the object mask is empty; the whole frame is used for this image", path)
+        return np.ones(shape, bool)
+    return mask
+
+
 def load_sample(
     row: Any,
     preprocess: Any,
@@ -47,7 +65,7 @@ def load_sample(
     image = to_rgb_uint8(raw) if preprocess.get("colour", False) else to_grey_uint8(raw)
     shape = image.shape[:2]
     mask_path = object_mask_path or optional_path(row["object_mask_path"])
-    object_mask = read_mask(mask_path, shape) if mask_path else np.ones(shape, bool)
+    object_mask = read_object_mask(mask_path, shape)
     defect_path = optional_path(row["defect_mask_path"])
     defect_mask = read_mask(defect_path, shape) if defect_path else np.zeros(shape, bool)
     background_mask = object_mask if preprocess.mask_background else None
