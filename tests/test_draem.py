@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers.surfaces import textured_surfaces
 from helpers.trainer import bare_trainer
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -15,14 +15,6 @@ from torch.utils.data import DataLoader
 
 from polydefect.models.draem import Draem
 from polydefect.tasks.draem import DraemTask, focal_loss
-
-
-def _surfaces(count: int, channels: int = 1, size: tuple[int, int] = (48, 64)) -> torch.Tensor:
-    """Smooth textured surfaces (B, C, H, W) in [0, 1]."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[: size[0], : size[1]]
-    images = [0.5 + 0.2 * np.sin(xx / 4.0 + rng.uniform(0, 6)) * np.cos(yy / 5.0) for _ in range(count)]
-    return torch.from_numpy(np.stack(images)).float()[:, None].expand(-1, channels, -1, -1).contiguous()
 
 
 def _net(in_channels: int = 1) -> Draem:
@@ -47,13 +39,13 @@ def test_focal_loss_is_smaller_for_confident_right_answers_than_for_wrong_ones()
 def test_draem_trains_a_few_steps_and_maps_odd_grey_and_colour_inputs() -> None:
     torch.manual_seed(0)
     task = DraemTask(_net(), partial(torch.optim.Adam, lr=1e-3), input_size=32, anomaly_probability=1.0)
-    loader = DataLoader([{"image": image} for image in _surfaces(8)], batch_size=4)
+    loader = DataLoader([{"image": image} for image in textured_surfaces(8)], batch_size=4)
     trainer = bare_trainer(max_steps=4, limit_val_batches=1)
     trainer.fit(task, train_dataloaders=loader, val_dataloaders=loader)
     metrics = trainer.callback_metrics
     assert {"train/loss", "val/loss", "val/segmentation_loss"} <= set(metrics)
     assert torch.isfinite(metrics["val/loss"])
-    grey = _surfaces(2, size=(37, 53))
+    grey = textured_surfaces(2, size=(37, 53))
     for images in (grey, grey.expand(-1, 3, -1, -1)):
         amap = task.anomaly_map(images)
         assert amap.shape == (2, 1, 37, 53) and amap.dtype == torch.float32

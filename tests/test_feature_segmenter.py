@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers.surfaces import textured_surfaces
 from helpers.trainer import bare_trainer
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -16,14 +16,6 @@ from torch.utils.data import DataLoader
 from polydefect.models.backbones import EfficientNetLiteFeatures
 from polydefect.models.feature_segmenter import FeatureSegmenter
 from polydefect.tasks.feature_segmentation import FeatureSegmentationTask
-
-
-def _surfaces(count: int, size: tuple[int, int] = (48, 64)) -> torch.Tensor:
-    """Smooth textured grey surfaces (B, 1, H, W) in [0, 1]."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[: size[0], : size[1]]
-    images = [0.5 + 0.2 * np.sin(xx / 4.0 + rng.uniform(0, 6)) * np.cos(yy / 5.0) for _ in range(count)]
-    return torch.from_numpy(np.stack(images)).float()[:, None]
 
 
 def _task(**kwargs: object) -> FeatureSegmentationTask:
@@ -36,14 +28,14 @@ def test_only_the_head_learns_and_maps_come_back_at_any_size_grey_or_colour() ->
     task = _task(anomaly_probability=1.0)
     backbone = {k: v.clone() for k, v in task.net.backbone.state_dict().items()}
     head = {k: v.clone() for k, v in task.net.head.state_dict().items()}
-    loader = DataLoader([{"image": image} for image in _surfaces(8)], batch_size=4)
+    loader = DataLoader([{"image": image} for image in textured_surfaces(8)], batch_size=4)
     trainer = bare_trainer(max_steps=4, limit_val_batches=1)
     trainer.fit(task, train_dataloaders=loader, val_dataloaders=loader)
     assert {"train/loss", "val/loss"} <= set(trainer.callback_metrics)
     assert torch.isfinite(trainer.callback_metrics["val/loss"])
     assert all(torch.equal(v, task.net.backbone.state_dict()[k]) for k, v in backbone.items())
     assert any(not torch.equal(v, task.net.head.state_dict()[k]) for k, v in head.items())
-    grey = _surfaces(2, size=(37, 53))
+    grey = textured_surfaces(2, size=(37, 53))
     for images in (grey, grey.expand(-1, 3, -1, -1)):
         amap = task.anomaly_map(images)
         assert amap.shape == (2, 1, 37, 53) and amap.dtype == torch.float32
@@ -54,11 +46,11 @@ def test_only_the_head_learns_and_maps_come_back_at_any_size_grey_or_colour() ->
 def test_a_trained_head_ranks_pasted_anomalies_above_good_patches() -> None:
     torch.manual_seed(0)
     task = _task(anomaly_probability=0.5, repeats=4)
-    loader = DataLoader([{"image": image} for image in _surfaces(16)], batch_size=8, shuffle=True)
+    loader = DataLoader([{"image": image} for image in textured_surfaces(16)], batch_size=8, shuffle=True)
     trainer = bare_trainer(max_steps=120, limit_val_batches=0)
     trainer.fit(task, train_dataloaders=loader)
     task.eval()
-    images = _surfaces(4, size=(64, 64))
+    images = textured_surfaces(4, size=(64, 64))
     images[:, :, 16:40, 16:40] = 1.0 - images[:, :, 16:40, 16:40]  # an inverted square on each surface
     amap = task.anomaly_map(images)[:, 0]
     inside, outside = amap[:, 20:36, 20:36].mean(), amap[:, :, 48:].mean()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import sys
 
@@ -30,16 +31,25 @@ HEAP_BLOCK_MB, KEPT_FREE_MB = 32, 128
 TRAINING_KEPT_FREE_MB = 1024
 
 
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library on Linux, with mallopt's signature declared; None elsewhere or where it cannot load."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
 def _mallopt(*settings: tuple[int, int]) -> bool:
     """Apply (parameter, value) pairs with glibc's mallopt; False off glibc or when glibc refuses one."""
-    if not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if libc is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return all([bool(mallopt(parameter, value)) for parameter, value in settings])
+    return all([bool(libc.mallopt(parameter, value)) for parameter, value in settings])  # a list: try every one
 
 
 def reuse_freed_memory(enabled: bool = True) -> bool:
@@ -64,4 +74,4 @@ def hold_freed_memory_for_training() -> bool:
 def release_training_memory() -> None:
     """Back to `reuse_freed_memory`'s setting after training, and hand the heap's free pages to the system."""
     if _mallopt((M_MMAP_MAX, GLIBC_MMAP_MAX), (M_TRIM_THRESHOLD, KEPT_FREE_MB << 20)):
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        _glibc().malloc_trim(0)

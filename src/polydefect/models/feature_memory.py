@@ -25,6 +25,12 @@ def nearest_distances(queries: Tensor, bank: Tensor, k: int = 1) -> Tensor:
     return torch.from_numpy(squared).clamp_min(0).sqrt().mean(1).to(queries.device)
 
 
+def check_aggregation(aggregation: int) -> None:
+    """`model.net.aggregation` must be an odd neighbourhood side, so the averaging stays centred on its patch."""
+    if aggregation < 1 or aggregation % 2 == 0:
+        raise ValueError(f"model.net.aggregation must be an odd size >= 1, got {aggregation}")
+
+
 def embed_patches(backbone: nn.Module, images: Tensor, aggregation: int) -> Tensor:
     """(B, C, H, W) in [0, 1] -> (B, D, h, w): each backbone map averaged over `aggregation` cells, resized to the
     largest map and concatenated along channels (D = sum of the maps' channels)."""
@@ -51,8 +57,7 @@ class PatchFeatureMemory(nn.Module):
 
     def __init__(self, backbone: nn.Module, aggregation: int = 3, k: int = 1) -> None:
         super().__init__()
-        if aggregation < 1 or aggregation % 2 == 0:
-            raise ValueError(f"model.net.aggregation must be an odd size >= 1, got {aggregation}")
+        check_aggregation(aggregation)
         if k < 1:
             raise ValueError(f"model.net.k must be >= 1, got {k}")
         self.backbone, self.aggregation, self.k = backbone, aggregation, k

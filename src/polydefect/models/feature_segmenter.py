@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from polydefect.models.feature_memory import embed_patches
+from polydefect.models.feature_memory import check_aggregation, embed_patches
 
 
 def _conv(in_channels: int, out_channels: int, kernel: int, dilation: int = 1) -> nn.Sequential:
@@ -31,8 +31,7 @@ class FeatureSegmenter(nn.Module):
 
     def __init__(self, backbone: nn.Module, aggregation: int = 3, widths: Sequence[int] = (128, 64, 64)) -> None:
         super().__init__()
-        if aggregation < 1 or aggregation % 2 == 0:
-            raise ValueError(f"model.net.aggregation must be an odd size >= 1, got {aggregation}")
+        check_aggregation(aggregation)
         if len(widths) < 2:
             raise ValueError(f"model.net.widths needs a projection width and at least one more, got {list(widths)}")
         self.backbone, self.aggregation = backbone, aggregation

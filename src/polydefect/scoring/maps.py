@@ -36,6 +36,14 @@ def error_map(x: Tensor, x_hat: Tensor, error: str = "squared") -> Tensor:
     return per_channel.sum(1, keepdim=True)
 
 
+def patch_map_to_image(patch_map: Tensor, square: tuple[int, int], sigma: float, size: tuple[int, int]) -> Tensor:
+    """(B, 1, h, w) per-patch map of a detector's input square -> (B, 1, *size): upsampled to the square,
+    smoothed there with std `sigma` px (so the blur is the same whatever the caller's image size), then
+    resized to the caller's image."""
+    amap = F.interpolate(patch_map, size=square, mode="bilinear", align_corners=False)
+    return F.interpolate(smooth(amap, sigma), size=size, mode="bilinear", align_corners=False)
+
+
 def smooth(amap: Tensor, sigma: float) -> Tensor:
     """Gaussian blur of (B, 1, H, W) maps with std `sigma` px (0 returns the map), reflecting at the border."""
     if sigma <= 0:

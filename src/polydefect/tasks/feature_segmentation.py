@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from polydefect.data.synthetic_anomalies import paste_anomalies
 from polydefect.models.feature_segmenter import FeatureSegmenter
-from polydefect.scoring.maps import smooth
+from polydefect.scoring.maps import patch_map_to_image
 from polydefect.tasks.inputs import resize_square
 
 
@@ -83,8 +83,6 @@ class FeatureSegmentationTask(L.LightningModule):
             images = images.to(self.device, torch.float32)
             resized = resize_square(images, self.hparams.input_size)
             probability = torch.sigmoid(self.net(resized))
-            probability = F.interpolate(probability, size=resized.shape[-2:], mode="bilinear", align_corners=False)
-            probability = smooth(probability, self.hparams.sigma)
         finally:
             self.train(was_training)
-        return F.interpolate(probability, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return patch_map_to_image(probability, resized.shape[-2:], self.hparams.sigma, images.shape[-2:])

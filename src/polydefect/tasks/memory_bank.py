@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from polydefect.models.coreset import greedy_coreset
 from polydefect.models.feature_memory import PatchFeatureMemory
-from polydefect.scoring.maps import smooth
+from polydefect.scoring.maps import patch_map_to_image
 from polydefect.tasks.inputs import resize_square
 
 
@@ -85,6 +84,4 @@ class MemoryBankTask(L.LightningModule):
         images = images.to(self.device, torch.float32)
         resized = resize_square(images, self.hparams.input_size)
         distances = self.net(resized)  # (B, 1, h, w)
-        amap = F.interpolate(distances, size=resized.shape[-2:], mode="bilinear", align_corners=False)
-        amap = smooth(amap, self.hparams.sigma)
-        return F.interpolate(amap, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return patch_map_to_image(distances, resized.shape[-2:], self.hparams.sigma, images.shape[-2:])
