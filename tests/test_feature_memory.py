@@ -84,6 +84,17 @@ def test_state_round_trips_through_safetensors_into_a_fresh_task(fitted: MemoryB
     assert torch.equal(fresh.anomaly_map(images), fitted.anomaly_map(images))
 
 
+def test_maps_under_bf16_autocast_rank_like_the_fp32_maps(fitted: MemoryBankTask) -> None:
+    # A run trained in bf16-mixed precision scores under bf16 autocast: the features reach faiss as bf16.
+    images = torch.cat([_tiles(2, seed=7), _tiles(2, seed=8, defect=True)])
+    full = fitted.anomaly_map(images)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = fitted.anomaly_map(images)
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed).all()
+    assert torch.corrcoef(torch.stack([full.flatten(), mixed.flatten()]))[0, 1] > 0.95
+    assert mixed.flatten(1).amax(1)[2:].min() > mixed.flatten(1).amax(1)[:2].max()
+
+
 def test_scoring_before_fit_says_to_call_fit() -> None:
     with pytest.raises(RuntimeError, match="fit()"):
         _task().anomaly_map(_tiles(1, seed=5))

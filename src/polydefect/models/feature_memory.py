@@ -11,6 +11,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def _float32_array(rows: Tensor) -> np.ndarray:
+    """(N, D) rows as the contiguous float32 array faiss takes, from any device and float type (bf16 under
+    autocast has no numpy type)."""
+    return np.ascontiguousarray(rows.detach().float().cpu().numpy())
+
+
 def nearest_distances(queries: Tensor, bank: Tensor, k: int = 1) -> Tensor:
     """Mean Euclidean distance of each query row (N, D) to its k nearest rows of bank (M, D) -> (N,).
 
@@ -20,8 +26,8 @@ def nearest_distances(queries: Tensor, bank: Tensor, k: int = 1) -> Tensor:
     if bank.shape[0] == 0:
         raise RuntimeError("the memory bank is empty: call the task's fit() after training")
     index = faiss.IndexFlatL2(bank.shape[1])
-    index.add(np.ascontiguousarray(bank.detach().cpu().numpy(), dtype=np.float32))
-    squared, _ = index.search(np.ascontiguousarray(queries.detach().cpu().numpy(), dtype=np.float32), min(k, len(bank)))
+    index.add(_float32_array(bank))
+    squared, _ = index.search(_float32_array(queries), min(k, len(bank)))
     return torch.from_numpy(squared).clamp_min(0).sqrt().mean(1).to(queries.device)
 
 

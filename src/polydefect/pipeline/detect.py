@@ -31,7 +31,7 @@ from polydefect.data.sample import Sample, load_sample
 from polydefect.data.splits import DataSplits
 from polydefect.pipeline.data import data_identity
 from polydefect.pipeline.segment import SegmentResult
-from polydefect.pipeline.training import epoch_budget, trainer_kwargs
+from polydefect.pipeline.training import epoch_budget, scoring_autocast, trainer_kwargs
 from polydefect.scoring.maps import smooth
 from polydefect.scoring.scores import image_score
 from polydefect.stage_cache import StageCache, config_key
@@ -88,7 +88,8 @@ def build_task(cfg: DictConfig) -> L.LightningModule:
 
 
 def _train(cfg: DictConfig, task: L.LightningModule, data: ReconstructionDataModule, folder: Path) -> None:
-    """Fit with checkpoints in the stage folder; a `last.ckpt` left by a killed run is resumed from."""
+    """Fit with checkpoints in the stage folder; a `last.ckpt` left by a killed run is resumed from. The task
+    stays on the device it trained on (Lightning hands it back on the CPU), so a GPU run also scores there."""
     checkpoints = folder / "checkpoints"
     kwargs = trainer_kwargs(cfg, epoch_budget(int(cfg.model.get("max_epochs", 1)), cfg.detect.max_epochs), folder)
     # keep the best epoch by the metric the task names (a validation loss); tasks without one keep the last
@@ -103,6 +104,7 @@ def _train(cfg: DictConfig, task: L.LightningModule, data: ReconstructionDataMod
     if best:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         task.load_state_dict(state)
+    task.to(trainer.strategy.root_device)
     if callable(getattr(task, "fit", None)):
         task.fit()  # memory banks: build the coreset from the features collected in the epoch
 
@@ -151,15 +153,18 @@ def iter_scores(
     sigma: float,
     batch_size: int,
     panels: Container[int] = (),
+    precision: str | int = "32-true",
 ) -> Iterator[ScoredImage]:
     """Anomaly maps inside the object mask and image scores, one image at a time, in sample order; the images
-    whose index is in `panels` also keep their input and reconstruction (for figure panels)."""
+    whose index is in `panels` also keep their input and reconstruction (for figure panels). The detector runs
+    on its own device, under autocast where `precision` is a mixed one (`trainer.precision`)."""
     task.eval()
     error, reduction, k = scoring.error, scoring.reduction, scoring.k
     loader = torch.utils.data.DataLoader(ImageDataset(samples), batch_size=batch_size, shuffle=False)
     for batch in loader:
         mask = batch["object_mask"] > 0.5  # (B, 1, H, W)
-        amap, made = _maps_and_reconstructions(task, batch["image"])
+        with scoring_autocast(precision, task.device):
+            amap, made = _maps_and_reconstructions(task, batch["image"])
         amap = amap.float().cpu()
         if error == "absolute":  # eq. 4.1 as written: sqrt of the squared error; keeps the ranking of any map
             amap = amap.clamp_min(0).sqrt()
@@ -196,7 +201,9 @@ def score_samples(
 
 def score_only(task: L.LightningModule, samples: Sequence[Sample], cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
     """Image scores (N,) and map sums (N,) of the samples, dropping each map once reduced."""
-    scored = iter_scores(task, samples, cfg.scoring, cfg.detect.map_sigma, cfg.data.batch_size)
+    scored = iter_scores(
+        task, samples, cfg.scoring, cfg.detect.map_sigma, cfg.data.batch_size, precision=cfg.trainer.precision
+    )
     values = np.array([(s.score, s.map_sum) for s in scored], np.float32).reshape(-1, 2)
     return values[:, 0], values[:, 1]
 
@@ -243,7 +250,9 @@ def score_test(
     """
     chosen = set(panel_indices(labels, cfg.detect.samples))
     scores, sums, panels = [], [], {}
-    scored = iter_scores(task, samples, cfg.scoring, cfg.detect.map_sigma, cfg.data.batch_size, chosen)
+    scored = iter_scores(
+        task, samples, cfg.scoring, cfg.detect.map_sigma, cfg.data.batch_size, chosen, cfg.trainer.precision
+    )
     with (
         NpzWriter(folder / "test_maps.npz") as maps,
         NpzWriter(folder / "test_defect_masks.npz") as defects,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import mlflow
+import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.plugins.environments import LightningEnvironment
@@ -15,6 +17,8 @@ from omegaconf import DictConfig
 from polydefect.allocator import hold_freed_memory_for_training, release_training_memory
 
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # strategies whose ranks are processes started by the fit
+# Lightning's mixed-precision settings (and their short aliases) and the autocast type each trains under.
+MIXED_PRECISION = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
 
 
 def mlflow_logger() -> MLFlowLogger | bool:
@@ -45,6 +49,14 @@ class TrainingAllocation(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         release_training_memory()
+
+
+def scoring_autocast(precision: str | int, device: torch.device) -> AbstractContextManager:
+    """Autocast for scoring on `device` in the trainer's mixed precision (`trainer.precision`): a model trained
+    under bf16 or fp16 autocast scores under it too, at the speed it trained; any other setting scores in the
+    model's own precision."""
+    dtype = MIXED_PRECISION.get(str(precision))
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def trainer_kwargs(cfg: DictConfig, stage_max_epochs: int, root_dir: Path) -> dict[str, Any]:

@@ -39,15 +39,21 @@ def error_map(x: Tensor, x_hat: Tensor, error: str = "squared") -> Tensor:
 def patch_map_to_image(patch_map: Tensor, square: tuple[int, int], sigma: float, size: tuple[int, int]) -> Tensor:
     """(B, 1, h, w) per-patch map of a detector's input square -> (B, 1, *size): upsampled to the square,
     smoothed there with std `sigma` px (so the blur is the same whatever the caller's image size), then
-    resized to the caller's image."""
-    amap = F.interpolate(patch_map, size=square, mode="bilinear", align_corners=False)
+    resized to the caller's image; in float32 whatever the network's precision was."""
+    amap = F.interpolate(patch_map.float(), size=square, mode="bilinear", align_corners=False)
     return F.interpolate(smooth(amap, sigma), size=size, mode="bilinear", align_corners=False)
 
 
 def smooth(amap: Tensor, sigma: float) -> Tensor:
-    """Gaussian blur of (B, 1, H, W) maps with std `sigma` px (0 returns the map), reflecting at the border."""
+    """Gaussian blur of (B, 1, H, W) maps with std `sigma` px (0 returns the map), reflecting at the border.
+    The blur runs in float32 under autocast too: a bf16 map has 8 bits of mantissa, and ties spoil rankings."""
     if sigma <= 0:
         return amap
+    with torch.autocast(amap.device.type, enabled=False):
+        return _gaussian_blur(amap.float(), sigma)
+
+
+def _gaussian_blur(amap: Tensor, sigma: float) -> Tensor:
     radius = max(1, math.ceil(3 * sigma))
     offsets = torch.arange(-radius, radius + 1, dtype=amap.dtype, device=amap.device)
     line = torch.exp(-(offsets**2) / (2 * sigma**2))

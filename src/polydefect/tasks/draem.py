@@ -97,7 +97,7 @@ class DraemTask(L.LightningModule):
         self.eval()
         try:
             images = images.to(self.device, torch.float32)
-            probability = torch.sigmoid(self.net(self._prepare(images)))
+            probability = torch.sigmoid(self.net(self._prepare(images)).float())
         finally:
             self.train(was_training)
         return F.interpolate(probability, size=images.shape[-2:], mode="bilinear", align_corners=False)

@@ -82,7 +82,7 @@ class FeatureSegmentationTask(L.LightningModule):
         try:
             images = images.to(self.device, torch.float32)
             resized = resize_square(images, self.hparams.input_size)
-            probability = torch.sigmoid(self.net(resized))
+            probability = torch.sigmoid(self.net(resized).float())
         finally:
             self.train(was_training)
         return patch_map_to_image(probability, resized.shape[-2:], self.hparams.sigma, images.shape[-2:])
