@@ -7,10 +7,12 @@ from typing import Any
 
 import mlflow
 import pytest
+import torch
 from helpers.tiny import compose_tiny, store_uri
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from polydefect.pipeline import detect
 from polydefect.pipeline.run import STAGES, run
 
 
@@ -89,3 +91,18 @@ def test_a_crash_marks_the_run_failed_not_running(tmp_path: Path) -> None:
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment_name)
     runs = client.search_runs([experiment.experiment_id])
     assert {r.info.run_name: r.info.status for r in runs} == {"tiny": "FAILED", "data": "FAILED"}
+
+
+def test_a_detector_with_nan_scores_stops_before_its_scores_are_cached(tmp_path: Path, monkeypatch) -> None:
+    def diverged(task: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full_like(images[:, :1], float("nan")), images
+
+    monkeypatch.setattr(detect, "_maps_and_reconstructions", diverged)
+    cfg = compose_tiny(tmp_path)
+    with pytest.raises(FloatingPointError, match=r"model \(polydefect\.tasks\.reconstruction\..*NaN or infinite"):
+        run(cfg)
+    assert not list(Path(cfg.paths.cache_dir).rglob("scores.csv"))
+    mlflow.set_tracking_uri(store_uri(tmp_path))
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name(cfg.mlflow.experiment_name).experiment_id])
+    assert {r.info.run_name: r.info.status for r in runs}["detect"] == "FAILED"

@@ -27,12 +27,19 @@ def ssim(x: Tensor, y: Tensor, window_size: int = 11, sigma: float = 1.5, data_r
         x, y: (B, C, H, W) with H, W >= window_size, values in a range of width `data_range`.
 
     Returns:
-        (B,) SSIM in [-1, 1]; 1 for identical images.
+        (B,) SSIM in [-1, 1]; 1 for identical images. Computed in float32 under autocast too: the variances
+        are differences of nearly equal local means, which bf16 cancels to noise or below zero (NaN losses).
     """
     if x.shape != y.shape or x.dim() != 4:
         raise ValueError(f"ssim needs two (B, C, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < window_size:
         raise ValueError(f"ssim window of {window_size} px does not fit images of {x.shape[-2]}x{x.shape[-1]}")
+    dtype = torch.promote_types(x.dtype, torch.float32)  # bf16 and fp16 up to float32; float64 stays
+    with torch.autocast(x.device.type, enabled=False):
+        return _ssim(x.to(dtype), y.to(dtype), window_size, sigma, data_range)
+
+
+def _ssim(x: Tensor, y: Tensor, window_size: int, sigma: float, data_range: float) -> Tensor:
     channels = x.shape[1]
     window = _gaussian_window(window_size, sigma, channels, x)
 

@@ -302,6 +302,18 @@ def save_panels(panels: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray, i
     )
 
 
+def check_finite_scores(table: pd.DataFrame, model: str) -> None:
+    """Stop before a diverged detector's scores are cached: NaN or infinite scores would otherwise surface later
+    as unrelated threshold or SPC errors."""
+    bad = ~np.isfinite(table["score"].to_numpy(np.float64))
+    if bad.any():
+        raise FloatingPointError(
+            f"model ({model}): {int(bad.sum())} of {len(table)} image scores are NaN or infinite; its training "
+            "diverged (see the detect stage's train/loss in MLflow): try a lower model.optimizer.lr, or "
+            "trainer.precision=32-true if it trained in mixed precision"
+        )
+
+
 def detect(cfg: DictConfig, splits: DataSplits, masks: SegmentResult, cache: StageCache) -> DetectResult:
     """Run (or reuse) the detect stage; logs the weights and the score table to the active MLflow run."""
     key = detect_key(cfg, masks.key)
@@ -324,8 +336,10 @@ def detect(cfg: DictConfig, splits: DataSplits, masks: SegmentResult, cache: Sta
         scores, sums = score_test(task, LazySamples(cfg, splits.test, masks), cfg, list(splits.test["label"]), folder)
         rows.append(splits.test.assign(role="test", score=scores, map_sum=sums))
         timings = {"train_s": train_s, "infer_img_per_s": len(splits.all()) / (time.perf_counter() - started)}
+        table = pd.concat(rows, ignore_index=True)
+        check_finite_scores(table, cfg.model._target_)
         (folder / "timings.json").write_text(json.dumps(timings))
-        pd.concat(rows, ignore_index=True).to_csv(folder / "scores.csv", index=False)
+        table.to_csv(folder / "scores.csv", index=False)
 
     folder, hit = cache.build("detect", key, make)
     scores = pd.read_csv(folder / "scores.csv")

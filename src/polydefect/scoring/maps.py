@@ -50,7 +50,7 @@ def smooth(amap: Tensor, sigma: float) -> Tensor:
     if sigma <= 0:
         return amap
     with torch.autocast(amap.device.type, enabled=False):
-        return _gaussian_blur(amap.float(), sigma)
+        return _gaussian_blur(amap.to(torch.promote_types(amap.dtype, torch.float32)), sigma)
 
 
 def _gaussian_blur(amap: Tensor, sigma: float) -> Tensor:

@@ -19,9 +19,9 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
     """Binary focal loss (Lin et al. 2017) of logits and {0, 1} targets of one shape, averaged over pixels.
 
     Anomalous pixels are a few percent of a batch: the focal term keeps the many easy good pixels
-    from swamping them, as in DRAEM's discriminative loss.
+    from swamping them, as in DRAEM's discriminative loss. In float32, whatever the autocast.
     """
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
     return ((1 - torch.exp(-bce)) ** gamma * bce).mean()
 
 
