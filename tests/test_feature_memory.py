@@ -95,6 +95,13 @@ def test_maps_under_bf16_autocast_rank_like_the_fp32_maps(fitted: MemoryBankTask
     assert mixed.flatten(1).amax(1)[2:].min() > mixed.flatten(1).amax(1)[:2].max()
 
 
+def test_features_collected_under_autocast_are_kept_in_float32() -> None:
+    task = _task()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        task.collect(_tiles(2, seed=0))
+    assert task.collected[0].dtype == torch.float32
+
+
 def test_scoring_before_fit_says_to_call_fit() -> None:
     with pytest.raises(RuntimeError, match="fit()"):
         _task().anomaly_map(_tiles(1, seed=5))

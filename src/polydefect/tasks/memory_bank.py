@@ -51,10 +51,11 @@ class MemoryBankTask(L.LightningModule):
 
     @torch.no_grad()
     def collect(self, images: Tensor) -> int:
-        """Store the patch features of good images (B, C, H, W) for `fit()`; returns how many are stored."""
+        """Store the patch features of good images (B, C, H, W) for `fit()`; returns how many are stored.
+        They are kept in float32 whatever the training precision: the coreset runs on the CPU."""
         images = resize_square(images.to(self.device, torch.float32), self.hparams.input_size)
         features = self.net.embed(images)  # (B, D, h, w)
-        self.collected.append(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).cpu())
+        self.collected.append(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float().cpu())
         return sum(len(f) for f in self.collected)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
