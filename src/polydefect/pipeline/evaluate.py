@@ -84,12 +84,23 @@ def image_metrics(
 
 def _pixel_records(detection: DetectResult) -> dict[str, torch.Tensor] | None:
     """Test maps, defect masks and object masks as (N, 1, H, W) tensors; None without pixel annotations or
-    with maps of different sizes."""
+    with maps of different sizes. A defective image without a defect mask file has no pixel truth: its object
+    mask is emptied, which leaves its pixels out of every pixel metric instead of counting them as good."""
     defects = load_arrays(detection.folder / "test_defect_masks.npz", bool)
     if not any(mask.any() for mask in defects):
         return None
     maps = load_arrays(detection.folder / "test_maps.npz")
     objects = load_arrays(detection.folder / "test_object_masks.npz", bool)
+    test = detection.scores[detection.scores["role"] == "test"].reset_index(drop=True)
+    unmarked = np.flatnonzero(((test["label"] == 1) & test["defect_mask_path"].isna()).to_numpy())
+    if len(unmarked):
+        log.warning(
+            "%d defective test image(s) have no defect mask (first: %s): left out of the pixel metrics",
+            len(unmarked),
+            test.loc[unmarked[0], "image_path"],
+        )
+        for index in unmarked:
+            objects[index] = np.zeros_like(objects[index])
     shapes = {m.shape for m in maps}
     if len(shapes) > 1:
         log.info("pixel metrics skipped: test maps have different sizes %s", sorted(shapes))
