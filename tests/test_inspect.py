@@ -6,14 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from conftest import write_thesis_fixture
-from helpers.tiny import store_uri, trained_tiny_runs
+from helpers.tiny import compose_tiny, store_uri, trained_tiny_runs
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from polydefect.inspect import inspect_folder
+from polydefect.data.splits import make_splits
+from polydefect.inspect import inspect_folder, score_stream
+from polydefect.pipeline.detect import LazySamples, score_samples
+from polydefect.pipeline.segment import SegmentResult
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +94,19 @@ def test_the_command_line_takes_a_run_output_folder_and_prints_the_report(traine
 def test_a_folder_that_is_no_run_output_is_named_in_the_error(new_batch, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"run=.*mlflow_run\.json"):
         inspect_folder(inspect_cfg(str(tmp_path), "sqlite:///unused.db", new_batch), tmp_path / "out")
+
+
+def test_streamed_scoring_keeps_only_the_highest_scored_maps_and_matches_scoring_all(tmp_path: Path) -> None:
+    cfg = compose_tiny(tmp_path, "model.net.widths=[4,8]", "model.net.bottleneck=[8,4,8]")
+    test = make_splits(cfg.data, {"real": Path(cfg.data.root), "synthetic": Path(cfg.data.synthetic_root)}, 0).test
+    torch.manual_seed(0)
+    task = instantiate(cfg.model, _convert_="all").eval()
+    samples = LazySamples(cfg, test, SegmentResult(key="none"))
+    scores, sums, top, vmax = score_stream(task, samples, cfg, batch_size=3, keep=3)
+    all_scores, all_sums, maps = score_samples(task, samples, cfg.scoring, cfg.detect.map_sigma, 3)
+    assert np.array_equal(scores, all_scores) and np.array_equal(sums, all_sums)
+    assert list(top) == list(np.argsort(-all_scores, kind="stable")[:3])
+    for index, (amap, _) in top.items():
+        assert np.array_equal(amap, maps[index])
+    exact = np.percentile(np.concatenate([m[m > 0] for m in maps]), 99.5)
+    assert vmax == pytest.approx(exact, rel=0.1)

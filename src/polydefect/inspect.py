@@ -6,13 +6,16 @@ Everything comes from the run's MLflow artifacts: the resolved config, the U-Net
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import hydra
+import lightning as L
 import numpy as np
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
@@ -22,9 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from polydefect.data.io import read_image, write_image_atomic
 from polydefect.data.layout import discover
 from polydefect.data.preprocess import to_grey_uint8
-from polydefect.data.sample import load_sample
-from polydefect.pipeline.detect import load_task, score_samples
+from polydefect.data.sample import Sample
+from polydefect.pipeline.detect import LazySamples, iter_scores, load_task
 from polydefect.pipeline.run import RUN_FILE
+from polydefect.pipeline.segment import SegmentResult
 from polydefect.reporting.html import render_report
 from polydefect.reporting.overlay import anomaly_overlay
 from polydefect.scoring import spc
@@ -32,6 +36,7 @@ from polydefect.scoring.thresholds import Threshold
 from polydefect.segmentation.base import build_segmenter
 
 log = logging.getLogger(__name__)
+SCALE_VALUES_PER_IMAGE = 4096  # map values per image kept to place the overlays' colour scale
 
 
 @dataclass
@@ -134,6 +139,33 @@ def batch_nqi(pipeline: TrainedPipeline, scored: pd.DataFrame) -> tuple[pd.DataF
     return table, f"nQI limits from the run's good training batches {reference}, sigma {limits.sigma}"
 
 
+def score_stream(
+    task: L.LightningModule, samples: Sequence[Sample], cfg: DictConfig, batch_size: int, keep: int
+) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]], float]:
+    """Score every sample, holding only the `keep` highest-scored maps and a thinned sample of each map's
+    values, so memory stays flat however many images a batch off the line has.
+
+    Returns:
+        scores (N,), map sums (N,), {index: (map, object mask)} of the `keep` highest scores, and the 99.5th
+        percentile of the maps' positive values (the overlays' shared colour scale).
+    """
+    scores, sums, values = [], [], []
+    highest: list[tuple[float, int, np.ndarray, np.ndarray]] = []  # a min-heap on (score, -index)
+    for index, image in enumerate(iter_scores(task, samples, cfg.scoring, cfg.detect.map_sigma, batch_size)):
+        scores.append(image.score)
+        sums.append(image.map_sum)
+        positive = image.anomaly_map[image.anomaly_map > 0]
+        values.append(positive[:: max(1, positive.size // SCALE_VALUES_PER_IMAGE)])
+        entry = (image.score, -index, image.anomaly_map, image.object_mask)
+        if len(highest) < keep:
+            heapq.heappush(highest, entry)
+        elif keep and entry[:2] > highest[0][:2]:
+            heapq.heapreplace(highest, entry)
+    vmax = float(np.percentile(np.concatenate(values) if any(v.size for v in values) else np.ones(1), 99.5))
+    top = {-negative: (amap, mask) for _, negative, amap, mask in sorted(highest, reverse=True)}
+    return np.array(scores, np.float32), np.array(sums, np.float32), top, vmax
+
+
 def inspect_folder(cfg: DictConfig, out: Path) -> Path:
     """Score every image under `cfg.data.root` and write report.html, report.csv and the overlays into `out`."""
     run_id, tracking_uri = locate_run(str(cfg.run), cfg.mlflow.tracking_uri)
@@ -141,13 +173,10 @@ def inspect_folder(cfg: DictConfig, out: Path) -> Path:
     table = discover(cfg.data.root, cfg.data.layout)
     log.info("Scoring %d images of %s with run %s", len(table), cfg.data.root, run_id)
     masks = object_masks(pipeline, table, out / "masks")
-    samples = [
-        load_sample(row, pipeline.cfg.preprocess, m) for (_, row), m in zip(table.iterrows(), masks, strict=True)
-    ]
+    own_masks = {path: mask for path, mask in zip(table["image_path"], masks, strict=True) if mask}
+    samples = LazySamples(pipeline.cfg, table, SegmentResult(key="inspect", mask_paths=own_masks))
     task = load_task(pipeline.cfg, pipeline.folder)
-    scores, sums, maps = score_samples(
-        task, samples, pipeline.cfg.scoring, pipeline.cfg.detect.map_sigma, cfg.batch_size
-    )
+    scores, sums, top, vmax = score_stream(task, samples, pipeline.cfg, cfg.batch_size, cfg.overlays)
     views = [str(v) for v in table["view"]]
     threshold = verdict_threshold(pipeline, cfg.threshold, views)
     scored = table[["image_path", "batch", "view", "label"]].assign(
@@ -161,14 +190,11 @@ def inspect_folder(cfg: DictConfig, out: Path) -> Path:
     if nqi_table is not None:
         scored = scored.merge(nqi_table[["batch", "view", "nqi", "ucl", "out_of_control"]], on=["batch", "view"])
         batches = spc.batch_verdict(nqi_table, pipeline.cfg.scoring.spc.min_views)
-    vmax = float(np.percentile(np.concatenate([m[m > 0] for m in maps] or [np.ones(1)]), 99.5))
     overlay_paths = [""] * len(scored)
-    for index in np.argsort(-scores)[: cfg.overlays]:
+    for index, (amap, object_mask) in top.items():
         name = f"overlays/{index:04d}_{Path(table.iloc[index]['image_path']).stem}.png"
         (out / "overlays").mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(
-            str(out / name), anomaly_overlay(samples[index].image, maps[index], samples[index].object_mask, vmax)
-        )
+        cv2.imwrite(str(out / name), anomaly_overlay(samples[index].image, amap, object_mask, vmax))
         overlay_paths[index] = name
     scored = scored.assign(overlay=overlay_paths)
     scored.to_csv(out / "report.csv", index=False)
