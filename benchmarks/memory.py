@@ -59,6 +59,21 @@ def _score_eager(root: Path, count: int, overrides: list[str]) -> Callable[[], o
     return work
 
 
+def _inspect(root: Path, count: int, overrides: list[str]) -> Callable[[], object]:
+    """`polydefect.inspect`'s scoring of `count` images: read as scored, the 48 highest-scored maps kept."""
+    from app_config import compose_config
+    from inference import NO_SEGMENTATION
+    from thesis_data import thesis_table
+
+    from polydefect.inspect import score_stream
+    from polydefect.pipeline.detect import LazySamples, build_task
+
+    cfg = compose_config("preprocess=thesis", *overrides)
+    table = thesis_table(root, count)
+    task = build_task(cfg).eval()
+    return lambda: score_stream(task, LazySamples(cfg, table, NO_SEGMENTATION), cfg, cfg.data.batch_size, 48)
+
+
 def _mean_mask(root: Path, count: int, overrides: list[str]) -> Callable[[], object]:
     """The segment stage's mask prediction with `segment.mean_mask=true` (a classical segmenter: no training)."""
     from app_config import compose_config
@@ -74,7 +89,7 @@ def _mean_mask(root: Path, count: int, overrides: list[str]) -> Callable[[], obj
     return lambda: _predict_all(segmenter, table, folder, mean_mask=True)
 
 
-JOBS = {"score": _score, "score_eager": _score_eager, "mean_mask": _mean_mask}
+JOBS = {"score": _score, "score_eager": _score_eager, "inspect": _inspect, "mean_mask": _mean_mask}
 
 
 def child(job: str, root: Path, count: int, overrides: list[str]) -> dict[str, Any]:

@@ -155,12 +155,12 @@ def score_stream(
         scores.append(image.score)
         sums.append(image.map_sum)
         positive = image.anomaly_map[image.anomaly_map > 0]
-        values.append(positive[:: max(1, positive.size // SCALE_VALUES_PER_IMAGE)])
-        entry = (image.score, -index, image.anomaly_map, image.object_mask)
-        if len(highest) < keep:
-            heapq.heappush(highest, entry)
-        elif keep and entry[:2] > highest[0][:2]:
-            heapq.heapreplace(highest, entry)
+        values.append(positive[:: max(1, positive.size // SCALE_VALUES_PER_IMAGE)].copy())  # not a view of all
+        rank = (image.score, -index)
+        if len(highest) < keep or (keep and rank > highest[0][:2]):
+            # copies: the arrays are views of their whole scoring batch, which a kept view would keep alive
+            entry = (*rank, image.anomaly_map.copy(), image.object_mask.copy())
+            (heapq.heappush if len(highest) < keep else heapq.heapreplace)(highest, entry)
     vmax = float(np.percentile(np.concatenate(values) if any(v.size for v in values) else np.ones(1), 99.5))
     top = {-negative: (amap, mask) for _, negative, amap, mask in sorted(highest, reverse=True)}
     return np.array(scores, np.float32), np.array(sums, np.float32), top, vmax
