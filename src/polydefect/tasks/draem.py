@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,6 +12,7 @@ from polydefect.data.synthetic_anomalies import paste_anomalies
 from polydefect.models.draem import Draem
 from polydefect.models.losses import mse_ssim_loss
 from polydefect.tasks.inputs import match_channels, resize_square
+from polydefect.tasks.pasted_anomalies import PastedAnomalyTask
 
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
@@ -25,7 +25,7 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
     return ((1 - torch.exp(-bce)) ** gamma * bce).mean()
 
 
-class DraemTask(L.LightningModule):
+class DraemTask(PastedAnomalyTask):
     """DRAEM's training: reconstruction loss (MSE + SSIM) plus focal segmentation loss on pasted anomalies.
 
     Images are resized to a square `input_size` inside the task (it must suit the net's poolings)
@@ -41,8 +41,6 @@ class DraemTask(L.LightningModule):
         max_epochs: this stage's epoch budget; the pipeline hands it to the Trainer.
     """
 
-    checkpoint_monitor = "val/loss"  # the pipeline keeps the epoch with the lowest
-
     def __init__(
         self,
         net: Draem,
@@ -53,13 +51,11 @@ class DraemTask(L.LightningModule):
         seed: int = 0,
         max_epochs: int = 30,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, seed)
         if input_size % net.divisor:
             raise ValueError(f"model.input_size {input_size} must be divisible by {net.divisor} (the net's poolings)")
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
         self.net = net
-        self.optimizer_factory = optimizer
-        self.generator = torch.Generator().manual_seed(seed)
 
     def _prepare(self, images: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, net.in_channels, S, S): grey replicated to colour, colour averaged to grey."""
@@ -80,12 +76,6 @@ class DraemTask(L.LightningModule):
         )
         self.log(f"{stage}/segmentation_loss", segmentation, on_step=training, on_epoch=not training, batch_size=size)
         return {"loss": loss, "output": logits}
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._step(batch, "train", self.generator)
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._step(batch, "val", torch.Generator().manual_seed(self.hparams.seed + 1 + batch_idx))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,9 +12,10 @@ from polydefect.data.synthetic_anomalies import paste_anomalies
 from polydefect.models.feature_segmenter import FeatureSegmenter
 from polydefect.scoring.maps import patch_map_to_image
 from polydefect.tasks.inputs import resize_square
+from polydefect.tasks.pasted_anomalies import PastedAnomalyTask
 
 
-class FeatureSegmentationTask(L.LightningModule):
+class FeatureSegmentationTask(PastedAnomalyTask):
     """Pasted Perlin-noise anomalies (the data layer's, as DRAEM's) and binary cross-entropy against each
     patch's share of anomalous pixels; only the head learns, the pretrained backbone stays frozen.
 
@@ -32,8 +32,6 @@ class FeatureSegmentationTask(L.LightningModule):
         max_epochs: this stage's epoch budget; the pipeline hands it to the Trainer.
     """
 
-    checkpoint_monitor = "val/loss"  # the pipeline keeps the epoch with the lowest
-
     def __init__(
         self,
         net: FeatureSegmenter,
@@ -45,15 +43,13 @@ class FeatureSegmentationTask(L.LightningModule):
         seed: int = 0,
         max_epochs: int = 10,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, seed)
         if input_size < 32:
             raise ValueError(f"model.input_size must be >= 32 px, got {input_size}")
         if repeats < 1:
             raise ValueError(f"model.repeats must be >= 1, got {repeats}")
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
         self.net = net
-        self.optimizer_factory = optimizer
-        self.generator = torch.Generator().manual_seed(seed)
 
     def _step(self, batch: dict[str, Tensor], stage: str, generator: torch.Generator) -> Tensor:
         images = resize_square(batch["image"].float(), self.hparams.input_size).repeat(self.hparams.repeats, 1, 1, 1)
@@ -64,12 +60,6 @@ class FeatureSegmentationTask(L.LightningModule):
         training = stage == "train"
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=training, on_epoch=not training, batch_size=len(images))
         return loss
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train", self.generator)
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "val", torch.Generator().manual_seed(self.hparams.seed + 1 + batch_idx))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.net.head.parameters())

@@ -1,0 +1,39 @@
+"""What the detectors trained on pasted synthetic anomalies share: one seeded stream of anomalies for training,
+and a fixed draw per validation batch, so `val/loss` compares across epochs and the best epoch is kept."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+
+class PastedAnomalyTask(L.LightningModule, ABC):
+    """Training and validation steps over pasted anomalies; a subclass defines `_step` (its loss) and the map.
+
+    Args:
+        optimizer: a partial optimizer (Hydra `_partial_: true`), completed in `configure_optimizers`.
+        seed: seeds the training anomalies; validation batch i draws from seed + 1 + i.
+    """
+
+    checkpoint_monitor = "val/loss"  # the pipeline keeps the epoch with the lowest
+
+    def __init__(self, optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer], seed: int) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.anomaly_seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @abstractmethod
+    def _step(self, batch: dict[str, Tensor], stage: str, generator: torch.Generator) -> Any:
+        """The loss of one batch with anomalies drawn from `generator`, logged as `<stage>/loss`."""
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Any:
+        return self._step(batch, "train", self.generator)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Any:
+        return self._step(batch, "val", torch.Generator().manual_seed(self.anomaly_seed + 1 + batch_idx))
