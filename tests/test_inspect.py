@@ -11,14 +11,11 @@ import pandas as pd
 import pytest
 import torch
 from conftest import write_thesis_fixture
-from helpers.tiny import compose_tiny, store_uri, trained_tiny_runs
-from hydra.utils import instantiate
+from helpers.tiny import store_uri, trained_tiny_runs, untrained_tiny_cae
 from omegaconf import DictConfig, OmegaConf
 
-from polydefect.data.splits import make_splits
 from polydefect.inspect import inspect_folder, score_stream
-from polydefect.pipeline.detect import LazySamples, score_samples
-from polydefect.pipeline.segment import SegmentResult
+from polydefect.pipeline.detect import score_samples
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +94,7 @@ def test_a_folder_that_is_no_run_output_is_named_in_the_error(new_batch, tmp_pat
 
 
 def test_streamed_scoring_keeps_only_the_highest_scored_maps_and_matches_scoring_all(tmp_path: Path) -> None:
-    cfg = compose_tiny(tmp_path, "model.net.widths=[4,8]", "model.net.bottleneck=[8,4,8]")
-    test = make_splits(cfg.data, {"real": Path(cfg.data.root), "synthetic": Path(cfg.data.synthetic_root)}, 0).test
-    torch.manual_seed(0)
-    task = instantiate(cfg.model, _convert_="all").eval()
-    samples = LazySamples(cfg, test, SegmentResult(key="none"))
+    cfg, task, samples, _ = untrained_tiny_cae(tmp_path)
     scores, sums, top, vmax = score_stream(task, samples, cfg, batch_size=3, keep=3)
     all_scores, all_sums, maps = score_samples(task, samples, cfg.scoring, cfg.detect.map_sigma, 3)
     assert np.array_equal(scores, all_scores) and np.array_equal(sums, all_sums)

@@ -8,13 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.tiny import compose_tiny
-from hydra.utils import instantiate
+from helpers.tiny import untrained_tiny_cae
 from omegaconf import open_dict
 
-from polydefect.data.splits import make_splits
-from polydefect.pipeline.detect import LazySamples, load_arrays, score_test
-from polydefect.pipeline.segment import SegmentResult
+from polydefect.pipeline.detect import load_arrays, score_test
 from polydefect.pipeline.training import scoring_autocast
 from polydefect.scoring.maps import smooth
 
@@ -46,11 +43,7 @@ def test_maps_are_smoothed_in_float32_under_autocast() -> None:
 
 
 def test_an_autoencoder_scored_in_bf16_mixed_precision_ranks_like_float32(tmp_path: Path) -> None:
-    cfg = compose_tiny(tmp_path, "model.net.widths=[4,8]", "model.net.bottleneck=[8,4,8]")
-    test = make_splits(cfg.data, {"real": Path(cfg.data.root), "synthetic": Path(cfg.data.synthetic_root)}, 0).test
-    torch.manual_seed(0)
-    task = instantiate(cfg.model, _convert_="all").eval()
-    samples, labels = LazySamples(cfg, test, SegmentResult(key="none")), list(test["label"])
+    cfg, task, samples, labels = untrained_tiny_cae(tmp_path)
     results = {}
     for precision in ("32-true", "bf16-mixed"):
         with open_dict(cfg):

@@ -8,32 +8,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.tiny import compose_tiny
-from hydra.utils import instantiate
+from helpers.tiny import untrained_tiny_cae
 from omegaconf import open_dict
 
-from polydefect.data.splits import make_splits
 from polydefect.pipeline.detect import (
     PANEL_SIDE,
-    LazySamples,
     NpzWriter,
     at_figure_size,
     load_arrays,
     panel_indices,
     score_test,
 )
-from polydefect.pipeline.segment import SegmentResult
 
 
 @pytest.fixture()
 def scored(tmp_path: Path) -> dict:
-    cfg = compose_tiny(tmp_path, "model.net.widths=[4,8]", "model.net.bottleneck=[8,4,8]")
+    cfg, task, samples, labels = untrained_tiny_cae(tmp_path)
     with open_dict(cfg):
         cfg.detect.samples = 3
-    roots = {"real": Path(cfg.data.root), "synthetic": Path(cfg.data.synthetic_root)}
-    test = make_splits(cfg.data, roots, seed=0).test
-    torch.manual_seed(0)
-    task = instantiate(cfg.model, _convert_="all").eval()
     passed: list[int] = []
     reconstruct = task.reconstruct
 
@@ -42,8 +34,6 @@ def scored(tmp_path: Path) -> dict:
         return reconstruct(images)
 
     task.reconstruct = counting
-    samples = LazySamples(cfg, test, SegmentResult(key="none"))
-    labels = list(test["label"])
     scores, _ = score_test(task, samples, cfg, labels, tmp_path)
     return {
         "labels": labels,

@@ -12,11 +12,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
+import torch
 from conftest import REPO, write_thesis_fixture
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from polydefect.config import register_configs
+from polydefect.data.splits import make_splits
+from polydefect.pipeline.detect import LazySamples
+from polydefect.pipeline.segment import SegmentResult
 
 CONF = REPO / "conf"
 
@@ -67,6 +73,16 @@ def compose_tiny(root: Path, *overrides: str, experiment: str = "tiny") -> DictC
     with open_dict(cfg):
         cfg.paths.output_dir = str(root / "out")
     return cfg
+
+
+def untrained_tiny_cae(root: Path) -> tuple[DictConfig, L.LightningModule, LazySamples, list[int]]:
+    """A tiny run's config, a small CAE as initialised with seed 0 (eval mode), and the run's test images read
+    as scored with their labels: for scoring tests that need a real detector and real samples, not training."""
+    cfg = compose_tiny(root, "model.net.widths=[4,8]", "model.net.bottleneck=[8,4,8]")
+    test = make_splits(cfg.data, {"real": Path(cfg.data.root), "synthetic": Path(cfg.data.synthetic_root)}, 0).test
+    torch.manual_seed(0)
+    task = instantiate(cfg.model, _convert_="all").eval()
+    return cfg, task, LazySamples(cfg, test, SegmentResult(key="none")), list(test["label"])
 
 
 def run_app(args: list[str], cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
