@@ -44,3 +44,25 @@ def test_probability_zero_leaves_every_image_good() -> None:
 def test_probability_outside_zero_one_is_an_error_naming_the_key() -> None:
     with pytest.raises(ValueError, match="model.anomaly_probability"):
         paste_anomalies(torch.rand(1, 1, 8, 8), _generator(), probability=1.5)
+
+
+def test_a_threshold_range_draws_anomalies_from_small_spots_to_large_regions() -> None:
+    images = torch.rand(64, 1, 48, 48, generator=_generator(6))
+    _, fixed = paste_anomalies(images, _generator(7), probability=1.0, threshold=0.5)
+    _, ranged = paste_anomalies(images, _generator(7), probability=1.0, threshold=(-0.1, 0.6))
+    fixed_areas, ranged_areas = fixed.mean((1, 2, 3)), ranged.mean((1, 2, 3))
+    assert ranged_areas.max() > 0.5 > fixed_areas.max()  # regions covering most of the image appear
+    assert ranged_areas.min() < 0.05  # and small spots remain
+
+
+def test_a_single_threshold_and_an_empty_range_draw_the_same_anomalies() -> None:
+    images = torch.rand(8, 1, 32, 32, generator=_generator(8))
+    pasted, masks = paste_anomalies(images, _generator(9), probability=0.5, threshold=0.4)
+    again, again_masks = paste_anomalies(images, _generator(9), probability=0.5, threshold=[0.4, 0.4])
+    assert torch.equal(pasted, again) and torch.equal(masks, again_masks)
+
+
+@pytest.mark.parametrize("threshold", [(0.6, 0.2), (-1.5, 0.5), (0.1, 0.2, 0.3), 1.0])
+def test_a_bad_threshold_is_an_error_naming_the_key(threshold: object) -> None:
+    with pytest.raises(ValueError, match="model.anomaly_threshold"):
+        paste_anomalies(torch.rand(1, 1, 8, 8), _generator(), probability=1.0, threshold=threshold)

@@ -7,6 +7,7 @@ random blobs, so no real defect type is imitated and nothing is tuned to one dat
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -73,8 +74,21 @@ def _texture(images: Tensor, index: int, generator: torch.Generator) -> Tensor:
     return (images[index] * gain + offset).clamp(0, 1)
 
 
+def _threshold_range(threshold: float | Sequence[float]) -> tuple[float, float]:
+    """A Perlin threshold or a (low, high) range of them -> (low, high); the noise spans about [-1, 1]."""
+    bounds = [float(threshold)] * 2 if isinstance(threshold, int | float) else [float(t) for t in threshold]
+    if len(bounds) != 2 or not -1.0 < bounds[0] <= bounds[1] < 1.0:
+        raise ValueError(
+            f"model.anomaly_threshold must be a number or a [low, high] range within (-1, 1), got {threshold}"
+        )
+    return bounds[0], bounds[1]
+
+
 def paste_anomalies(
-    images: Tensor, generator: torch.Generator, probability: float = 0.5, threshold: float = 0.5
+    images: Tensor,
+    generator: torch.Generator,
+    probability: float = 0.5,
+    threshold: float | Sequence[float] = 0.5,
 ) -> tuple[Tensor, Tensor]:
     """Paste a Perlin-shaped anomaly on each image with the given probability.
 
@@ -85,20 +99,24 @@ def paste_anomalies(
         images: (B, C, H, W) in [0, 1], good images.
         generator: a CPU generator, so the anomalies are reproducible.
         probability: chance that an image gets an anomaly; the others stay good (empty mask).
-        threshold: Perlin threshold of `perlin_mask`.
+        threshold: Perlin threshold of `perlin_mask`, or a (low, high) range from which each anomaly draws its
+            own: low thresholds give regions covering much of the image (a band of another surface finish),
+            high ones small spots, so one range teaches both.
 
     Returns:
         ((B, C, H, W) images with anomalies in [0, 1], (B, 1, H, W) float masks in {0, 1}).
     """
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f"model.anomaly_probability must be in [0, 1], got {probability}")
+    low, high = _threshold_range(threshold)
     batch, _, height, width = images.shape
     masks = torch.zeros(batch, 1, height, width, dtype=images.dtype, device=images.device)
     out = images.clone()
     for index in range(batch):
         if bool(torch.rand(1, generator=generator) >= probability):
             continue
-        mask = perlin_mask(height, width, generator, threshold).to(images)[None]  # (1, H, W)
+        level = low + (high - low) * torch.rand(1, generator=generator).item() if high > low else low
+        mask = perlin_mask(height, width, generator, level).to(images)[None]  # (1, H, W)
         beta = 0.2 + 0.8 * torch.rand(1, generator=generator).item()
         texture = _texture(images, index, generator).to(images)
         out[index] = images[index] * (1 - beta * mask) + beta * mask * texture
