@@ -72,3 +72,18 @@ def test_config_builds_its_task() -> None:
     config = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / "feature_segmenter.yaml")
     task = instantiate(config)
     assert isinstance(task, FeatureSegmentationTask) and isinstance(task.net, FeatureSegmenter)
+
+
+def test_the_map_in_log_odds_is_unbounded_and_orders_pixels_as_the_probabilities_do() -> None:
+    torch.manual_seed(0)
+    task = _task(anomaly_probability=0.5, sigma=0.0)
+    loader = DataLoader([{"image": image} for image in textured_surfaces(8)], batch_size=4)
+    bare_trainer(max_steps=10, limit_val_batches=0).fit(task, train_dataloaders=loader)
+    images = textured_surfaces(2, size=(64, 64))
+    probability = task.anomaly_map(images)
+    task.hparams.logits = True
+    logits = task.anomaly_map(images)
+    assert logits.min() < 0 or logits.max() > 1
+    # the two maps differ only by the sigmoid, applied before or after the upsampling of the patch grid
+    assert torch.equal(logits.flatten(1).argmax(1), probability.flatten(1).argmax(1))
+    assert (torch.sigmoid(logits) - probability).abs().max() < 0.01

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,8 @@ class DraemTask(PastedAnomalyTask):
         optimizer: a partial optimizer (Hydra `_partial_: true`) completed with the net's parameters.
         input_size: side of the square the nets see, px.
         anomaly_probability: chance that a training image gets a synthetic anomaly.
+        anomaly_threshold: Perlin threshold of the anomaly shapes, or a [low, high] range drawn per anomaly
+            (`paste_anomalies`).
         focal_gamma: focusing exponent of the segmentation loss.
         seed: seeds the synthetic anomalies (validation uses a fixed stream, so `val/loss` is comparable).
         max_epochs: this stage's epoch budget; the pipeline hands it to the Trainer.
@@ -47,6 +49,7 @@ class DraemTask(PastedAnomalyTask):
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
         input_size: int = 128,
         anomaly_probability: float = 0.5,
+        anomaly_threshold: float | Sequence[float] = 0.5,
         focal_gamma: float = 2.0,
         seed: int = 0,
         max_epochs: int = 30,
@@ -61,21 +64,20 @@ class DraemTask(PastedAnomalyTask):
         """(B, C, H, W) -> (B, net.in_channels, S, S): grey replicated to colour, colour averaged to grey."""
         return resize_square(match_channels(images, self.net.in_channels), self.hparams.input_size)
 
-    def _step(self, batch: dict[str, Tensor], stage: str, generator: torch.Generator) -> dict[str, Tensor]:
+    def losses(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         x = self._prepare(batch["image"])  # (B, C, S, S) in [0, 1]
-        anomalous, masks = paste_anomalies(x, generator, self.hparams.anomaly_probability)
+        anomalous, masks = paste_anomalies(
+            x, generator, self.hparams.anomaly_probability, self.hparams.anomaly_threshold
+        )
         x_hat = self.net.reconstruct(anomalous)
         logits = self.net.segment(anomalous, x_hat)
         reconstruction = mse_ssim_loss(x_hat, x)
         segmentation = focal_loss(logits, masks, self.hparams.focal_gamma)
-        loss = reconstruction + segmentation
-        training, size = stage == "train", len(x)
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=training, on_epoch=not training, batch_size=size)
-        self.log(
-            f"{stage}/reconstruction_loss", reconstruction, on_step=training, on_epoch=not training, batch_size=size
-        )
-        self.log(f"{stage}/segmentation_loss", segmentation, on_step=training, on_epoch=not training, batch_size=size)
-        return {"loss": loss, "output": logits}
+        return {
+            "loss": reconstruction + segmentation,
+            "reconstruction_loss": reconstruction,
+            "segmentation_loss": segmentation,
+        }
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters())

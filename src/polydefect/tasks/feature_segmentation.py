@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,12 @@ class FeatureSegmentationTask(PastedAnomalyTask):
         optimizer: a partial optimizer (Hydra `_partial_: true`) completed with the head's parameters.
         input_size: side of the square the backbone sees, px.
         anomaly_probability: chance that a training image gets a synthetic anomaly.
+        anomaly_threshold: Perlin threshold of the anomaly shapes, or a [low, high] range drawn per anomaly
+            (`paste_anomalies`).
         repeats: anomalies drawn per image and batch (each a different one), so an epoch teaches more.
         sigma: Gaussian smoothing std of the map at `input_size` resolution, px; 0 turns it off.
+        logits: map the head's log-odds instead of probabilities: unbounded, so confident detections keep their
+            order when an ensemble averages this map with others (probabilities saturate at 1).
         seed: seeds the synthetic anomalies (validation uses a fixed stream, so `val/loss` is comparable).
         max_epochs: this stage's epoch budget; the pipeline hands it to the Trainer.
     """
@@ -38,8 +42,10 @@ class FeatureSegmentationTask(PastedAnomalyTask):
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
         input_size: int = 160,
         anomaly_probability: float = 0.5,
+        anomaly_threshold: float | Sequence[float] = (-0.1, 0.6),
         repeats: int = 2,
         sigma: float = 4.0,
+        logits: bool = False,
         seed: int = 0,
         max_epochs: int = 10,
     ) -> None:
@@ -51,28 +57,28 @@ class FeatureSegmentationTask(PastedAnomalyTask):
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
         self.net = net
 
-    def _step(self, batch: dict[str, Tensor], stage: str, generator: torch.Generator) -> Tensor:
+    def losses(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         images = resize_square(batch["image"].float(), self.hparams.input_size).repeat(self.hparams.repeats, 1, 1, 1)
-        anomalous, masks = paste_anomalies(images, generator, self.hparams.anomaly_probability)
+        anomalous, masks = paste_anomalies(
+            images, generator, self.hparams.anomaly_probability, self.hparams.anomaly_threshold
+        )
         logits = self.net(anomalous)
         target = F.adaptive_avg_pool2d(masks, logits.shape[-2:])  # each patch's share of anomalous pixels
-        loss = F.binary_cross_entropy_with_logits(logits, target)
-        training = stage == "train"
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=training, on_epoch=not training, batch_size=len(images))
-        return loss
+        return {"loss": F.binary_cross_entropy_with_logits(logits, target)}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.net.head.parameters())
 
     @torch.inference_mode()
     def anomaly_map(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 anomaly probability, smoothed."""
+        """(B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 anomaly probability (or log-odds), smoothed."""
         was_training = self.training
         self.eval()
         try:
             images = images.to(self.device, torch.float32)
             resized = resize_square(images, self.hparams.input_size)
-            probability = torch.sigmoid(self.net(resized).float())
+            logits = self.net(resized).float()
         finally:
             self.train(was_training)
-        return patch_map_to_image(probability, resized.shape[-2:], self.hparams.sigma, images.shape[-2:])
+        patches = logits if self.hparams.logits else torch.sigmoid(logits)
+        return patch_map_to_image(patches, resized.shape[-2:], self.hparams.sigma, images.shape[-2:])

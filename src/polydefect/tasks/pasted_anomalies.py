@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import lightning as L
 import torch
@@ -13,7 +12,7 @@ from torch import Tensor, nn
 
 
 class PastedAnomalyTask(L.LightningModule, ABC):
-    """Training and validation steps over pasted anomalies; a subclass defines `_step` (its loss) and the map.
+    """Training and validation steps over pasted anomalies; a subclass defines `losses` and the map.
 
     Args:
         optimizer: a partial optimizer (Hydra `_partial_: true`), completed in `configure_optimizers`.
@@ -29,11 +28,26 @@ class PastedAnomalyTask(L.LightningModule, ABC):
         self.generator = torch.Generator().manual_seed(seed)
 
     @abstractmethod
-    def _step(self, batch: dict[str, Tensor], stage: str, generator: torch.Generator) -> Any:
-        """The loss of one batch with anomalies drawn from `generator`, logged as `<stage>/loss`."""
+    def losses(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+        """The losses of one batch with anomalies drawn from `generator`: "loss" (the one minimised) and any parts
+        of it worth logging, as name -> scalar tensor."""
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Any:
-        return self._step(batch, "train", self.generator)
+    def _logged_loss(self, batch: dict[str, Tensor], stage: str, generator: torch.Generator) -> Tensor:
+        losses, training = self.losses(batch, generator), stage == "train"
+        size = len(batch["image"])
+        for name, value in losses.items():
+            self.log(
+                f"{stage}/{name}",
+                value,
+                prog_bar=name == "loss",
+                on_step=training,
+                on_epoch=not training,
+                batch_size=size,
+            )
+        return losses["loss"]
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Any:
-        return self._step(batch, "val", torch.Generator().manual_seed(self.anomaly_seed + 1 + batch_idx))
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._logged_loss(batch, "train", self.generator)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._logged_loss(batch, "val", torch.Generator().manual_seed(self.anomaly_seed + 1 + batch_idx))
