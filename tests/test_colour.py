@@ -101,7 +101,12 @@ def test_colour_inputs_draw_in_panels_and_overlays() -> None:
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["model.members.lite0.input_size=64", "model.members.lite2.input_size=64"],  # the data=mvtec default
+        [  # the data=mvtec default
+            "model.members.lite0.input_size=64",
+            "model.members.lite2.input_size=64",
+            "model.members.segmenter_lite0.input_size=64",
+            "model.members.segmenter_lite2.input_size=64",
+        ],
         ["model=cae", "model.net.widths=[4,8]", "model.net.bottleneck=[8,4,8]"],  # a grey model
     ],
     ids=["ensemble", "grey_cae"],

@@ -23,7 +23,15 @@ SHRINK = {  # smaller inputs and nets for the detectors whose defaults take minu
         "model.max_epochs=2",
     ],
     "feature_segmenter": ["model.input_size=64", "model.net.widths=[16,8]", "model.max_epochs=2"],
-    "ensemble": ["model.members.lite0.input_size=64", "model.members.lite2.input_size=64"],
+    "ensemble": [
+        "model.members.lite0.input_size=64",
+        "model.members.lite2.input_size=64",
+        "model.members.segmenter_lite0.input_size=64",
+        "model.members.segmenter_lite0.net.widths=[16,8]",
+        "model.members.segmenter_lite2.input_size=64",
+        "model.members.segmenter_lite2.net.widths=[16,8]",
+        "model.max_epochs=2",
+    ],
 }
 DETECTORS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "detector").glob("*.yaml"))
 

@@ -1,4 +1,5 @@
-"""Several feature-memory detectors (backbones, input sizes) as one: maps normalised on good validation images."""
+"""Several detectors (backbones, input sizes, a trained segmentation head) as one: maps normalised on good
+validation images."""
 
 from __future__ import annotations
 
@@ -9,35 +10,81 @@ import torch
 from torch import Tensor, nn
 
 from polydefect.tasks.memory_bank import MemoryBankTask
+from polydefect.tasks.pasted_anomalies import PastedAnomalyTask
 
 
 class EnsembleTask(L.LightningModule):
     """Mean of member maps, each standardised by the image scores (map maxima) of good validation images.
 
-    Members' raw distances live on different scales (backbones differ in feature norms), so each map
-    becomes (map - mean) / std of its maxima over the validation images seen during `trainer.fit`;
-    then the ensemble's max is the mean of standardised image scores. Test images never enter the
-    statistics.
+    Members' maps live on different scales (feature distances of different backbones, probabilities of a
+    segmentation head), so each map becomes (map - mean) / std of its maxima over the validation images
+    seen during `trainer.fit`; then the ensemble's max is the mean of standardised image scores. Test
+    images never enter the statistics.
+
+    Members of two kinds train side by side in one fit: memory banks (`MemoryBankTask`) collect the features
+    of the last epoch's training images; detectors trained on pasted anomalies (`PastedAnomalyTask`) take a
+    step of their own optimizer on every training batch.
 
     Args:
-        members: name -> `MemoryBankTask`, e.g. two backbones or two input sizes.
-        max_epochs: this stage's epoch budget; one pass is all the banks need.
+        members: name -> detector task, e.g. two backbones' `MemoryBankTask` and a `FeatureSegmentationTask`.
+        max_epochs: this stage's epoch budget: one pass for banks alone, the trained members' epochs otherwise.
     """
 
-    def __init__(self, members: Mapping[str, MemoryBankTask], max_epochs: int = 1) -> None:
+    def __init__(self, members: Mapping[str, MemoryBankTask | PastedAnomalyTask], max_epochs: int = 1) -> None:
         super().__init__()
         if not members:
             raise ValueError("model.members must name at least one detector")
+        for name, member in members.items():
+            if not isinstance(member, MemoryBankTask | PastedAnomalyTask):
+                raise ValueError(
+                    f"model.members.{name}: an ensemble member is a memory bank or a detector trained on pasted"
+                    f" anomalies, got {type(member).__name__}"
+                )
         self.save_hyperparameters(ignore=["members"], logger=False)
+        self.automatic_optimization = False  # each trained member steps its own optimizer
         self.members = nn.ModuleDict(dict(members))
         self.register_buffer("score_mean", torch.zeros(len(members)))
         self.register_buffer("score_std", torch.ones(len(members)))
         self.validation_images: list[Tensor] = []  # good validation batches, (B, C, H, W) on the CPU
 
+    def _banks(self) -> list[MemoryBankTask]:
+        return [member for member in self.members.values() if isinstance(member, MemoryBankTask)]
+
+    def _trained(self) -> dict[str, PastedAnomalyTask]:
+        return {name: member for name, member in self.members.items() if isinstance(member, PastedAnomalyTask)}
+
+    def _collecting(self) -> bool:
+        """Banks collect in the last epoch (the only one when nothing else trains), so a run resumed from a
+        checkpoint still builds them from every training image."""
+        last = self.trainer.max_epochs
+        return not self._trained() or last is None or last < 1 or self.current_epoch == last - 1
+
+    def on_train_epoch_start(self) -> None:
+        if self._collecting():
+            for bank in self._banks():
+                bank.collected = []
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        for member in self.members.values():
-            count = member.collect(batch["image"])
-        self.log("train/features", float(count), on_step=True, batch_size=1)
+        if self._collecting() and self._banks():
+            for bank in self._banks():
+                count = bank.collect(batch["image"])
+            self.log("train/features", float(count), on_step=True, batch_size=1)
+        trained = self._trained()
+        if not trained:
+            return
+        optimizers = self.optimizers()
+        for (name, member), optimizer in zip(
+            trained.items(), optimizers if isinstance(optimizers, list) else [optimizers], strict=True
+        ):
+            loss = member.losses(batch, member.generator)["loss"]
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            self.log(f"train/{name}/loss", loss, on_step=True, batch_size=len(batch["image"]))
+
+    def on_train_epoch_end(self) -> None:
+        if not self._trained():
+            self.trainer.should_stop = True  # banks alone: a second pass would repeat the same features
 
     def on_validation_epoch_start(self) -> None:
         self.validation_images = []
@@ -46,21 +93,18 @@ class EnsembleTask(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.validation_images.append(batch["image"].cpu())
 
-    def on_train_epoch_end(self) -> None:
-        self.trainer.should_stop = True
-
-    def configure_optimizers(self) -> None:
-        return None
+    def configure_optimizers(self) -> list[torch.optim.Optimizer] | None:
+        return [member.configure_optimizers() for member in self._trained().values()] or None
 
     def fit(self) -> None:
-        """Build every member's bank, then standardise each member on the stored validation images."""
+        """Build every bank, then standardise each member on the stored validation images."""
         if not self.validation_images:
             raise RuntimeError(
                 "EnsembleTask.fit(): no validation images seen; it standardises its members on good validation"
                 " images (set data.val_fraction > 0, or pass val_dataloaders to trainer.fit)"
             )
-        for member in self.members.values():
-            member.fit()
+        for bank in self._banks():
+            bank.fit()
         for index, member in enumerate(self.members.values()):
             scores = torch.cat([member.anomaly_map(images).flatten(1).amax(1) for images in self.validation_images])
             self.score_mean[index] = scores.mean()
