@@ -114,7 +114,6 @@ class TrainerConfig:
     devices: Any = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    max_epochs: int | None = None  # overrides each stage's own max_epochs when set
     max_steps: int = -1
     limit_train_batches: float = 1.0
     limit_val_batches: float = 1.0

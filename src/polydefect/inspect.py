@@ -1,21 +1,18 @@
 """`python -m polydefect.inspect run=<run id or folder> data.root=<folder>`: score a new batch with a trained pipeline.
 
 Everything comes from the run's MLflow artifacts: the resolved config, the U-Net and detector weights
-(safetensors: nothing is unpickled), the fitted thresholds and the training scores the SPC limits are fitted on.
+(safetensors: nothing is unpickled), the fitted thresholds and the SPC control limits.
 """
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import hydra
-import lightning as L
 import numpy as np
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
@@ -25,18 +22,18 @@ from omegaconf import DictConfig, OmegaConf
 from polydefect.data.io import read_image, write_image_atomic
 from polydefect.data.layout import discover
 from polydefect.data.preprocess import to_grey_uint8
-from polydefect.data.sample import Sample
-from polydefect.pipeline.detect import LazySamples, iter_scores, load_task
+from polydefect.data.sample import LazySamples
+from polydefect.pipeline.evaluate import SPC_LIMITS
 from polydefect.pipeline.run import RUN_FILE
-from polydefect.pipeline.segment import SegmentResult
 from polydefect.reporting.html import render_report
 from polydefect.reporting.overlay import anomaly_overlay
 from polydefect.scoring import spc
+from polydefect.scoring.stream import score_stream
 from polydefect.scoring.thresholds import Threshold
 from polydefect.segmentation.base import build_segmenter
+from polydefect.tasks.base import load_detector
 
 log = logging.getLogger(__name__)
-SCALE_VALUES_PER_IMAGE = 4096  # map values per image kept to place the overlays' colour scale
 
 
 @dataclass
@@ -45,9 +42,9 @@ class TrainedPipeline:
 
     run_id: str
     cfg: DictConfig
-    folder: Path  # config.yaml, model.safetensors, thresholds.json, scores.csv, maybe unet.safetensors
+    folder: Path  # config.yaml, model.safetensors, thresholds.json, maybe spc_limits.json and unet.safetensors
     thresholds: dict[str, Threshold]
-    train_scores: pd.DataFrame
+    limits: spc.ControlLimits | None  # None where the run had no batches of views to fit them on
 
 
 def locate_run(run: str, tracking_uri: str) -> tuple[str, str]:
@@ -73,8 +70,10 @@ def download_pipeline(run_id: str, tracking_uri: str, folder: Path) -> TrainedPi
     if "detect" not in stages or "evaluate" not in stages:
         raise ValueError(f"run={run_id}: has no detect and evaluate stages (stages: {sorted(stages)})")
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = [(run_id, "config.yaml"), (stages["detect"].info.run_id, "scores.csv")]
-    wanted += [(stages["evaluate"].info.run_id, "evaluation/thresholds.json")]
+    evaluate_id = stages["evaluate"].info.run_id
+    wanted = [(run_id, "config.yaml"), (evaluate_id, "evaluation/thresholds.json")]
+    if f"evaluation/{SPC_LIMITS}" in {a.path for a in client.list_artifacts(evaluate_id, "evaluation")}:
+        wanted.append((evaluate_id, f"evaluation/{SPC_LIMITS}"))
     detect_artifacts = {a.path for a in client.list_artifacts(stages["detect"].info.run_id, "model")}
     if "model/model.safetensors" not in detect_artifacts:
         raise FileNotFoundError(f"run={run_id}: no model/model.safetensors artifact (was mlflow.log_models false?)")
@@ -87,12 +86,13 @@ def download_pipeline(run_id: str, tracking_uri: str, folder: Path) -> TrainedPi
         if local.parent != folder:
             local.replace(folder / local.name)
     thresholds = json.loads((folder / "thresholds.json").read_text())
+    limits = folder / SPC_LIMITS
     return TrainedPipeline(
         run_id=run_id,
         cfg=OmegaConf.load(folder / "config.yaml"),
         folder=folder,
         thresholds={kind: Threshold.from_dict(t) for kind, t in thresholds.items()},
-        train_scores=pd.read_csv(folder / "scores.csv"),
+        limits=spc.ControlLimits.from_dict(json.loads(limits.read_text())) if limits.is_file() else None,
     )
 
 
@@ -123,47 +123,15 @@ def verdict_threshold(pipeline: TrainedPipeline, wanted: str, views: list[str]) 
 
 
 def batch_nqi(pipeline: TrainedPipeline, scored: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
-    """nQI per new image and verdict per batch, with limits fitted on the run's good real training batches."""
-    train = pipeline.train_scores
-    real = train[(train["domain"] == "real") & (train["role"] != "test")]
-    reference = sorted(set(real["batch"]) - set(real[real["label"] == 1]["batch"]))
+    """nQI per new image with the control limits the run saved (they stay fixed from training)."""
+    limits = pipeline.limits
+    if limits is None:
+        return None, "nQI not computed: the run fitted no control limits (it had no batches of views)"
     try:
-        limits = spc.fit_control_limits(
-            spc.totals_table(real["batch"], list(real["view"]), real["map_sum"]),
-            reference,
-            sigma=pipeline.cfg.scoring.spc.sigma,
-        )
         table = spc.nqi(spc.totals_table(scored["batch"], list(scored["view"]), scored["map_sum"]), limits)
     except (KeyError, ValueError) as error:
         return None, f"nQI not computed: {error}"
-    return table, f"nQI limits from the run's good training batches {reference}, sigma {limits.sigma}"
-
-
-def score_stream(
-    task: L.LightningModule, samples: Sequence[Sample], cfg: DictConfig, batch_size: int, keep: int
-) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]], float]:
-    """Score every sample, holding only the `keep` highest-scored maps and a thinned sample of each map's
-    values, so memory stays flat however many images a batch off the line has.
-
-    Returns:
-        scores (N,), map sums (N,), {index: (map, object mask)} of the `keep` highest scores, and the 99.5th
-        percentile of the maps' positive values (the overlays' shared colour scale).
-    """
-    scores, sums, values = [], [], []
-    highest: list[tuple[float, int, np.ndarray, np.ndarray]] = []  # a min-heap on (score, -index)
-    for index, image in enumerate(iter_scores(task, samples, cfg.scoring, cfg.detect.map_sigma, batch_size)):
-        scores.append(image.score)
-        sums.append(image.map_sum)
-        positive = image.anomaly_map[image.anomaly_map > 0]
-        values.append(positive[:: max(1, positive.size // SCALE_VALUES_PER_IMAGE)].copy())  # not a view of all
-        rank = (image.score, -index)
-        if len(highest) < keep or (keep and rank > highest[0][:2]):
-            # copies: the arrays are views of their whole scoring batch, which a kept view would keep alive
-            entry = (*rank, image.anomaly_map.copy(), image.object_mask.copy())
-            (heapq.heappush if len(highest) < keep else heapq.heapreplace)(highest, entry)
-    vmax = float(np.percentile(np.concatenate(values) if any(v.size for v in values) else np.ones(1), 99.5))
-    top = {-negative: (amap, mask) for _, negative, amap, mask in sorted(highest, reverse=True)}
-    return np.array(scores, np.float32), np.array(sums, np.float32), top, vmax
+    return table, f"nQI limits from the run's good training batches {limits.reference_batches}, sigma {limits.sigma}"
 
 
 def inspect_folder(cfg: DictConfig, out: Path) -> Path:
@@ -172,11 +140,10 @@ def inspect_folder(cfg: DictConfig, out: Path) -> Path:
     pipeline = download_pipeline(run_id, tracking_uri, out / "pipeline")
     table = discover(cfg.data.root, cfg.data.layout)
     log.info("Scoring %d images of %s with run %s", len(table), cfg.data.root, run_id)
-    masks = object_masks(pipeline, table, out / "masks")
-    own_masks = {path: mask for path, mask in zip(table["image_path"], masks, strict=True) if mask}
-    samples = LazySamples(pipeline.cfg, table, SegmentResult(key="inspect", mask_paths=own_masks))
-    task = load_task(pipeline.cfg, pipeline.folder)
-    scores, sums, top, vmax = score_stream(task, samples, pipeline.cfg, cfg.batch_size, cfg.overlays)
+    table = table.assign(predicted_mask_path=object_masks(pipeline, table, out / "masks"))
+    samples = LazySamples(table, pipeline.cfg.preprocess)
+    detector = load_detector(pipeline.cfg.model, pipeline.folder / "model.safetensors")
+    scores, sums, top, vmax = score_stream(detector, samples, pipeline.cfg, cfg.overlays)
     views = [str(v) for v in table["view"]]
     threshold = verdict_threshold(pipeline, cfg.threshold, views)
     scored = table[["image_path", "batch", "view", "label"]].assign(

@@ -102,7 +102,7 @@ class ImageDataset(Dataset):
             "object_mask": to_tensor(s.object_mask),
             "defect_mask": to_tensor(s.defect_mask),
             "label": s.label,
-            "index": index,
+            "row_id": s.row_id,
         }
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 COLUMNS = [
+    "row_id",  # str: the image's path below the data folder, its key from discovery to verdict
     "image_path",  # str, absolute
     "object_mask_path",  # str or None: None means "the whole frame is the object"
     "defect_mask_path",  # str or None: None means "no pixel annotation"
@@ -109,6 +110,7 @@ def discover_thesis(root: str | Path) -> pd.DataFrame:
             view_match = _VIEW_PATTERN.match(image.stem)
             rows.append(
                 {
+                    "row_id": image.relative_to(root).as_posix(),
                     "image_path": str(image),
                     "object_mask_path": str(object_mask) if object_mask else None,
                     "defect_mask_path": str(defect_mask) if defect_mask else None,
@@ -148,6 +150,7 @@ def discover_mvtec(root: str | Path) -> pd.DataFrame:
                     defect_mask = _find_by_stem(root / "ground_truth" / defect_type, f"{image.stem}_mask")
                 rows.append(
                     {
+                        "row_id": image.relative_to(root).as_posix(),
                         "image_path": str(image),
                         "object_mask_path": None,
                         "defect_mask_path": str(defect_mask) if defect_mask else None,

@@ -1,12 +1,14 @@
-"""One record type that carries an image through the pipeline, and the function that loads it from a table row."""
+"""One record type that carries an image through the pipeline, and loading it from a row of the sample table."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from polydefect.data.io import read_image, read_mask
 from polydefect.data.preprocess import apply_mask, clahe, resize, to_grey_uint8, to_rgb_uint8
@@ -25,6 +27,7 @@ class Sample:
     batch: int
     view: str
     image_path: str
+    row_id: str  # the row's key in the sample table (`polydefect.data.layout.COLUMNS`)
     anomaly_map: np.ndarray | None = None
     score: float | None = None
 
@@ -49,22 +52,20 @@ def read_object_mask(path: str | None, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def load_sample(
-    row: Any,
-    preprocess: Any,
-    object_mask_path: str | None = None,
-) -> Sample:
+def load_sample(row: Any, preprocess: Any) -> Sample:
     """Read and preprocess one table row (thesis 3.4): grey (or RGB), mask the background, CLAHE, resize.
 
+    The object mask is the row's `predicted_mask_path` where a segmenter wrote one, else its own
+    `object_mask_path`, else the whole frame.
+
     Args:
-        row: a row of the sample table (attribute or key access).
+        row: a row of the sample table (key access).
         preprocess: the `preprocess` config node (colour, mask_background, clahe.*, size).
-        object_mask_path: a predicted object mask to use instead of the row's own (the segment stage's output).
     """
     raw = read_image(row["image_path"])
     image = to_rgb_uint8(raw) if preprocess.get("colour", False) else to_grey_uint8(raw)
     shape = image.shape[:2]
-    mask_path = object_mask_path or optional_path(row["object_mask_path"])
+    mask_path = optional_path(row.get("predicted_mask_path")) or optional_path(row["object_mask_path"])
     object_mask = read_object_mask(mask_path, shape)
     defect_path = optional_path(row["defect_mask_path"])
     defect_mask = read_mask(defect_path, shape) if defect_path else np.zeros(shape, bool)
@@ -84,4 +85,24 @@ def load_sample(
         batch=int(row["batch"]),
         view=str(row["view"]),
         image_path=str(row["image_path"]),
+        row_id=str(row["row_id"]),
     )
+
+
+def load_samples(table: pd.DataFrame, preprocess: Any) -> list[Sample]:
+    """Every row of the table, read and preprocessed (training data, held in memory)."""
+    return [load_sample(row, preprocess) for _, row in table.iterrows()]
+
+
+class LazySamples(Sequence[Sample]):
+    """The rows of a table as samples read and preprocessed on access, so scoring holds one batch of images
+    at a time, however many the table lists."""
+
+    def __init__(self, table: pd.DataFrame, preprocess: Any) -> None:
+        self.rows, self.preprocess = table.reset_index(drop=True), preprocess
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> Sample:
+        return load_sample(self.rows.iloc[index], self.preprocess)

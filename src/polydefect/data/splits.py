@@ -6,6 +6,7 @@ Training draws on the domains the variant names; mixed is the union of real and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,10 @@ class DataSplits:
     def all(self) -> pd.DataFrame:
         return pd.concat([self.train, self.val, self.test], ignore_index=True)
 
+    def map(self, change: Callable[[pd.DataFrame], pd.DataFrame]) -> DataSplits:
+        """The same splits with `change` applied to each table (e.g. a column added)."""
+        return DataSplits(train=change(self.train), val=change(self.val), test=change(self.test))
+
 
 def hold_out(table: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Seeded random split of a table into (kept, held_out), at least one row held out when fraction > 0."""
@@ -42,7 +47,8 @@ def hold_out(table: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFr
 
 
 def _with_domain(table: pd.DataFrame, domain: str) -> pd.DataFrame:
-    return table.assign(domain=domain)
+    """The domain as a column and in the row ids, which then stay unique when real and synthetic mix."""
+    return table.assign(domain=domain, row_id=domain + "/" + table["row_id"])
 
 
 def make_splits(data: Any, roots: dict[str, Path], seed: int) -> DataSplits:

@@ -5,14 +5,17 @@ Figures are built without pyplot (no global state, no display needed); `save_fig
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 from torch import Tensor
 
+from polydefect.scoring.spc import ControlLimits
 from polydefect.scoring.thresholds import Threshold
 
 ArrayLike = Tensor | np.ndarray | Sequence[float]
@@ -196,4 +199,31 @@ def defect_gallery(
                 ax.contour(defect, levels=[0.5], colors="white" if column else "red", linewidths=1)
         pair[0].set_title(f"{title}: input, true defect")
         pair[1].set_title("anomaly map")
+    return fig
+
+
+def control_charts_figure(nqi_table: pd.DataFrame, limits: ControlLimits, columns: int = 6) -> Figure:
+    """One control chart per view (nQI by batch, centre line, UCL, points out of control in red)."""
+    views = sorted(nqi_table["view"].unique())
+    columns = min(columns, len(views))
+    rows = math.ceil(len(views) / columns)
+    fig = Figure(figsize=(3.2 * columns, 2.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=True)
+    for ax, view in zip(axes.flat, views, strict=False):
+        points = nqi_table[nqi_table["view"] == view].sort_values("batch")
+        ax.plot(points["batch"], points["nqi"], color="0.6", linewidth=0.8)
+        inside = points[~points["out_of_control"]]
+        outside = points[points["out_of_control"]]
+        ax.scatter(inside["batch"], inside["nqi"], s=14, color="tab:blue")
+        ax.scatter(outside["batch"], outside["nqi"], s=18, color="tab:red")
+        ax.axhline(limits.centre(view), color="0.3", linewidth=0.8)
+        ax.axhline(limits.ucl(view), color="tab:red", linestyle="--", linewidth=0.8)
+        ax.set_title(view, fontsize=9)
+    for ax in list(axes.flat)[len(views) :]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("batch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("nQI")
+    fig.suptitle(f"nQI control charts (UCL = centre + {limits.sigma:g} sd of reference batches)")
     return fig

@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 from polydefect.data.sample import load_sample
 from polydefect.evaluation import plots
 from polydefect.evaluation.metrics import evaluate as compute_metrics
-from polydefect.pipeline.detect import DetectResult, load_arrays
+from polydefect.pipeline.artifacts import load_arrays
+from polydefect.pipeline.detect import DetectResult
 from polydefect.scoring import spc
 from polydefect.scoring.thresholds import (
     REFERENCE_SPLITS,
@@ -28,6 +29,7 @@ from polydefect.scoring.thresholds import (
 
 log = logging.getLogger(__name__)
 IMAGE_METRICS = ("image_auroc", "image_auprc", "f1", "f2", "precision", "recall")
+SPC_LIMITS = "spc_limits.json"  # the control limits, beside thresholds.json in the evaluation artifacts
 
 
 def fit_thresholds(cfg: DictConfig, scores: pd.DataFrame) -> dict[str, Threshold]:
@@ -86,12 +88,13 @@ def _pixel_records(detection: DetectResult) -> dict[str, torch.Tensor] | None:
     """Test maps, defect masks and object masks as (N, 1, H, W) tensors; None without pixel annotations or
     with maps of different sizes. A defective image without a defect mask file has no pixel truth: its object
     mask is emptied, which leaves its pixels out of every pixel metric instead of counting them as good."""
-    defects = load_arrays(detection.folder / "test_defect_masks.npz", bool)
+    test = detection.scores[detection.scores["role"] == "test"].reset_index(drop=True)
+    rows = list(test["row_id"])
+    defects = load_arrays(detection.folder / "test_defect_masks.npz", rows, bool)
     if not any(mask.any() for mask in defects):
         return None
-    maps = load_arrays(detection.folder / "test_maps.npz")
-    objects = load_arrays(detection.folder / "test_object_masks.npz", bool)
-    test = detection.scores[detection.scores["role"] == "test"].reset_index(drop=True)
+    maps = load_arrays(detection.folder / "test_maps.npz", rows)
+    objects = load_arrays(detection.folder / "test_object_masks.npz", rows, bool)
     unmarked = np.flatnonzero(((test["label"] == 1) & test["defect_mask_path"].isna()).to_numpy())
     if len(unmarked):
         log.warning(
@@ -140,20 +143,21 @@ def defect_type_metrics(scores: pd.DataFrame, records: dict[str, torch.Tensor] |
 
 
 def batch_spc(cfg: DictConfig, scores: pd.DataFrame, folder: Path) -> pd.DataFrame | None:
-    """nQI per batch and view (eq. 1.1) with limits from the good real training batches; None for data
-    without batches of views (MVTec)."""
+    """nQI per batch and view (eq. 1.1) with limits from the good real training batches, saved as
+    `spc_limits.json` for inspecting new batches; None for data without batches of views (MVTec)."""
     real = scores[scores["domain"] == "real"]
     if real["view"].nunique() < 2 or real.duplicated(["batch", "view"]).any():
         return None
     totals = spc.totals_table(real["batch"].to_numpy(), list(real["view"]), real["map_sum"].to_numpy())
-    reference = sorted(set(real[real["role"] != "test"]["batch"]) - set(real[real["label"] == 1]["batch"]))
+    reference = spc.reference_batches(scores)
     if len(reference) < 2:
         return None
     limits = spc.fit_control_limits(totals, reference, sigma=cfg.scoring.spc.sigma)
+    (folder / SPC_LIMITS).write_text(json.dumps(limits.to_dict(), indent=2))
     table = spc.nqi(totals, limits)
     table.to_csv(folder / "nqi.csv", index=False)
     spc.batch_verdict(table, cfg.scoring.spc.min_views).to_csv(folder / "batch_verdict.csv", index=False)
-    spc.plot_control_charts(table, limits, folder / "control_charts.png")
+    plots.save_figure(plots.control_charts_figure(table, limits), folder / "control_charts.png")
     return table
 
 
@@ -247,6 +251,6 @@ def evaluate(cfg: DictConfig, detection: DetectResult, folder: Path) -> dict[str
     draw_defect_gallery(cfg, scores, records, folder)
     if mlflow.active_run():
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-        for path in sorted(folder.glob("*.png")) + sorted(folder.glob("*.csv")) + [folder / "thresholds.json"]:
+        for path in sorted(folder.glob("*.png")) + sorted(folder.glob("*.csv")) + sorted(folder.glob("*.json")):
             mlflow.log_artifact(str(path), "evaluation")
     return metrics

@@ -69,9 +69,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             with tracking.stage_run("segment"):
                 masks = segment(cfg, splits, cache)
             metrics.update({f"segment/test_{k}": v for k, v in masks.metrics.items()})
+            splits = masks.attach(splits)
         if "detect" in cfg.stages:
             with tracking.stage_run("detect"):
-                detection = detect(cfg, splits, masks, cache)
+                detection = detect(cfg, splits, cache, masks.key)
             if "evaluate" in cfg.stages:
                 with tracking.stage_run("evaluate"):
                     metrics.update(evaluate(cfg, detection, output_dir / "evaluation"))

@@ -39,6 +39,13 @@ class SegmentResult:
     metrics: dict[str, float] = field(default_factory=dict)
     folder: Path | None = None
 
+    def attach(self, splits: DataSplits) -> DataSplits:
+        """The splits with each image's predicted mask as the column `predicted_mask_path`, which every later
+        reader of a row (`load_sample`) prefers to the data's own mask; unchanged without predictions."""
+        if not self.mask_paths:
+            return splits
+        return splits.map(lambda table: table.assign(predicted_mask_path=table["image_path"].map(self.mask_paths)))
+
 
 def segment_key(cfg: DictConfig) -> str:
     """What determines the masks: the data, the segmenter and its training, the seed."""

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import mlflow
-import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.plugins.environments import LightningEnvironment
@@ -17,8 +15,6 @@ from omegaconf import DictConfig
 from polydefect.allocator import hold_freed_memory_for_training, release_training_memory
 
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # strategies whose ranks are processes started by the fit
-# Lightning's mixed-precision settings (and their short aliases) and the autocast type each trains under.
-MIXED_PRECISION = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
 
 
 def mlflow_logger() -> MLFlowLogger | bool:
@@ -30,7 +26,8 @@ def mlflow_logger() -> MLFlowLogger | bool:
 
 
 def epoch_budget(own: int, cap: int | None) -> int:
-    """A stage's epochs: its model's own number, capped by the run's budget (`segment.max_epochs`, ...)."""
+    """A stage's epochs: its model's own number (`model.max_epochs`, `segmenter.max_epochs`: their one home),
+    capped by the run's budget (`detect.max_epochs`, `segment.max_epochs`: the `budget` group)."""
     return own if cap is None else min(own, cap)
 
 
@@ -51,20 +48,12 @@ class TrainingAllocation(Callback):
         release_training_memory()
 
 
-def scoring_autocast(precision: str | int, device: torch.device) -> AbstractContextManager:
-    """Autocast for scoring on `device` in the trainer's mixed precision (`trainer.precision`): a model trained
-    under bf16 or fp16 autocast scores under it too, at the speed it trained; any other setting scores in the
-    model's own precision."""
-    dtype = MIXED_PRECISION.get(str(precision))
-    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
-
-
 def trainer_kwargs(cfg: DictConfig, stage_max_epochs: int, root_dir: Path) -> dict[str, Any]:
     """`lightning.Trainer` keyword arguments for one stage.
 
     Args:
-        cfg: the run config; `trainer.max_epochs`, when set, overrides the stage's own budget.
-        stage_max_epochs: the stage's epoch budget from its model config.
+        cfg: the run config (its `trainer` node).
+        stage_max_epochs: the stage's epochs (`epoch_budget`).
         root_dir: where Lightning may write (the stage's cache folder).
     """
     t = cfg.trainer
@@ -73,7 +62,7 @@ def trainer_kwargs(cfg: DictConfig, stage_max_epochs: int, root_dir: Path) -> di
         devices=t.devices,
         strategy=t.strategy,
         precision=t.precision,
-        max_epochs=t.max_epochs or stage_max_epochs,
+        max_epochs=stage_max_epochs,
         max_steps=t.max_steps,
         limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,

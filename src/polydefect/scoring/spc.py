@@ -1,4 +1,4 @@
-"""Batch statistical process control: the batch quality index nQI (thesis eq. 1.1), control charts, verdicts.
+"""Batch statistical process control: the batch quality index nQI (thesis eq. 1.1), control limits, verdicts.
 
 Our reading of eq. 1.1. For one view v (image angle) and batch b, C[b, v] is the total anomaly of
 that one image (by default its anomaly map summed over the object mask, `image_score(..., "sum")`).
@@ -19,15 +19,12 @@ at least `min_views` of its views are above their limit.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 
 def totals_table(batches: Sequence[int], views: Sequence[str], totals: Sequence[float]) -> pd.DataFrame:
@@ -38,6 +35,17 @@ def totals_table(batches: Sequence[int], views: Sequence[str], totals: Sequence[
         row = table[duplicated].iloc[0]
         raise ValueError(f"batch {row.batch}, view {row.view!r} has more than one image; nQI needs one per view")
     return table
+
+
+def reference_batches(scores: pd.DataFrame) -> list[int]:
+    """The batches control limits are fitted on: real batches outside the test set with no defective image.
+
+    Args:
+        scores: a score table with the columns domain, role, batch and label (the detect stage's).
+    """
+    real = scores[scores["domain"] == "real"]
+    defective = set(real.loc[real["label"] == 1, "batch"])
+    return sorted(int(b) for b in set(real.loc[real["role"] != "test", "batch"]) - defective)
 
 
 @dataclass(frozen=True)
@@ -126,33 +134,3 @@ def batch_verdict(nqi_table: pd.DataFrame, min_views: int = 1) -> pd.DataFrame:
     verdict["views_out"] = verdict["views_out"].astype(int)
     verdict["out_of_control"] = verdict["views_out"] >= min_views
     return verdict.reset_index()
-
-
-def plot_control_charts(nqi_table: pd.DataFrame, limits: ControlLimits, path: str | Path, columns: int = 6) -> Path:
-    """One control chart per view (nQI by batch, centre line, UCL, points out of control in red) as a PNG."""
-    views = sorted(nqi_table["view"].unique())
-    columns = min(columns, len(views))
-    rows = math.ceil(len(views) / columns)
-    fig = Figure(figsize=(3.2 * columns, 2.4 * rows), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False, sharex=True)
-    for ax, view in zip(axes.flat, views, strict=False):
-        points = nqi_table[nqi_table["view"] == view].sort_values("batch")
-        ax.plot(points["batch"], points["nqi"], color="0.6", linewidth=0.8)
-        inside = points[~points["out_of_control"]]
-        outside = points[points["out_of_control"]]
-        ax.scatter(inside["batch"], inside["nqi"], s=14, color="tab:blue")
-        ax.scatter(outside["batch"], outside["nqi"], s=18, color="tab:red")
-        ax.axhline(limits.centre(view), color="0.3", linewidth=0.8)
-        ax.axhline(limits.ucl(view), color="tab:red", linestyle="--", linewidth=0.8)
-        ax.set_title(view, fontsize=9)
-    for ax in list(axes.flat)[len(views) :]:
-        ax.axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel("batch")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("nQI")
-    fig.suptitle(f"nQI control charts (UCL = centre + {limits.sigma:g} sd of reference batches)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 from polydefect.data.preprocess import resize, to_grey_uint8
 from polydefect.segmentation.base import build_segmenter
 from polydefect.segmentation.postprocess import postprocess
-from polydefect.tasks.segmentation import SegmentationTask, segmentation_callbacks
+from polydefect.tasks.fitting import fit_task
+from polydefect.tasks.segmentation import SegmentationTask
 
 
 class _ArrayDataset(Dataset):
@@ -146,8 +147,6 @@ class UNetSegmenter:
         workdir: str | Path,
         trainer_kwargs: Mapping[str, Any] | None,
     ) -> UNetSegmenter:
-        checkpoints = Path(workdir) / "checkpoints"
-        callbacks = segmentation_callbacks(checkpoints, self.patience)
         settings: dict[str, Any] = {
             "max_epochs": self.max_epochs,
             "default_root_dir": str(workdir),
@@ -156,19 +155,11 @@ class UNetSegmenter:
             "num_sanity_val_steps": 0,
         }
         settings.update({k: v for k, v in (trainer_kwargs or {}).items() if v is not None})
-        settings["callbacks"] = [*settings.get("callbacks", []), *callbacks]
-        task = SegmentationTask(self.net, self.optimizer, self.dice_weight, self.threshold)
-        trainer = L.Trainer(**settings)
-        last = checkpoints / "last.ckpt"
-        resume = str(last) if last.is_file() else None
+        task = SegmentationTask(self.net, self.optimizer, self.dice_weight, self.threshold, self.patience)
         if isinstance(train, L.LightningDataModule):
-            trainer.fit(task, datamodule=train, ckpt_path=resume)
+            fit_task(task, settings, workdir, task.checkpoint_monitor, datamodule=train)
         else:
-            trainer.fit(task, train_dataloaders=train, val_dataloaders=val, ckpt_path=resume)
-        best = callbacks[1].best_model_path
-        if best:
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            self.net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+            fit_task(task, settings, workdir, task.checkpoint_monitor, train_dataloaders=train, val_dataloaders=val)
         self.net.cpu()
         return self
 

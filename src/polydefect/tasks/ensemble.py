@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
+from polydefect.tasks.base import DetectorTask
 from polydefect.tasks.memory_bank import MemoryBankTask
 from polydefect.tasks.pasted_anomalies import PastedAnomalyTask
 
 
-class EnsembleTask(L.LightningModule):
+class EnsembleTask(DetectorTask):
     """Mean of member maps, each standardised by the image scores (map maxima) of good validation images.
 
     Members' maps live on different scales (feature distances of different backbones, probabilities of a
@@ -62,7 +62,7 @@ class EnsembleTask(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         if self._collecting():
             for bank in self._banks():
-                bank.collected = []
+                bank.start_collection()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         if self._collecting() and self._banks():
@@ -76,7 +76,7 @@ class EnsembleTask(L.LightningModule):
         for (name, member), optimizer in zip(
             trained.items(), optimizers if isinstance(optimizers, list) else [optimizers], strict=True
         ):
-            loss = member.losses(batch, member.generator)["loss"]
+            loss = member.training_losses(batch)["loss"]
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
@@ -97,14 +97,14 @@ class EnsembleTask(L.LightningModule):
         return [member.configure_optimizers() for member in self._trained().values()] or None
 
     def fit(self) -> None:
-        """Build every bank, then standardise each member on the stored validation images."""
+        """Finish every member (banks build their coreset), then standardise each on the stored validation images."""
         if not self.validation_images:
             raise RuntimeError(
                 "EnsembleTask.fit(): no validation images seen; it standardises its members on good validation"
                 " images (set data.val_fraction > 0, or pass val_dataloaders to trainer.fit)"
             )
-        for bank in self._banks():
-            bank.fit()
+        for member in self.members.values():
+            member.fit()
         for index, member in enumerate(self.members.values()):
             scores = torch.cat([member.anomaly_map(images).flatten(1).amax(1) for images in self.validation_images])
             self.score_mean[index] = scores.mean()

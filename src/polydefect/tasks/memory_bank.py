@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 from torch import Tensor
 
 from polydefect.models.coreset import greedy_coreset
 from polydefect.models.feature_memory import PatchFeatureMemory
 from polydefect.scoring.maps import patch_map_to_image
+from polydefect.tasks.base import DetectorTask
 from polydefect.tasks.inputs import resize_square
 
 
-class MemoryBankTask(L.LightningModule):
+class MemoryBankTask(DetectorTask):
     """PatchCore-style detector: no optimizer, one epoch of feature collection, then an explicit `fit()`.
 
     Images of any size are resized to a square `input_size` inside the task (square beat aspect-kept
@@ -48,6 +48,10 @@ class MemoryBankTask(L.LightningModule):
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
         self.collected: list[Tensor] = []  # (N_i, D) patch features per training batch, on the CPU
+
+    def start_collection(self) -> None:
+        """Forget the features collected so far: a new pass over the training images begins."""
+        self.collected = []
 
     @torch.no_grad()
     def collect(self, images: Tensor) -> int:

@@ -3,15 +3,16 @@ and a fixed draw per validation batch, so `val/loss` compares across epochs and 
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Iterable
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
+from polydefect.tasks.base import DetectorTask
 
-class PastedAnomalyTask(L.LightningModule, ABC):
+
+class PastedAnomalyTask(DetectorTask):
     """Training and validation steps over pasted anomalies; a subclass defines `losses` and the map.
 
     Args:
@@ -31,6 +32,10 @@ class PastedAnomalyTask(L.LightningModule, ABC):
     def losses(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         """The losses of one batch with anomalies drawn from `generator`: "loss" (the one minimised) and any parts
         of it worth logging, as name -> scalar tensor."""
+
+    def training_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`losses` with the next anomalies of the seeded training stream (an ensemble steps its members so)."""
+        return self.losses(batch, self.generator)
 
     def _logged_loss(self, batch: dict[str, Tensor], stage: str, generator: torch.Generator) -> Tensor:
         losses, training = self.losses(batch, generator), stage == "train"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import Tensor, nn
@@ -12,10 +11,11 @@ from torch import Tensor, nn
 from polydefect.data.tiling import split, stitch
 from polydefect.models.losses import reconstruction_loss
 from polydefect.scoring.maps import error_map
+from polydefect.tasks.base import DetectorTask
 from polydefect.tasks.inputs import match_channels
 
 
-class ReconstructionTask(L.LightningModule):
+class ReconstructionTask(DetectorTask):
     """Any reconstructor (`encode`/`decode`/`forward`, `in_channels`) plus its loss, optimizer and whole-image
     prediction. Images of another channel count are matched to the net's (colour averaged to grey).
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryF1Score, BinaryJaccardIndex
 
@@ -29,7 +28,10 @@ class SegmentationTask(L.LightningModule):
         optimizer: a partial optimizer (Hydra `_partial_: true`), completed with the net's parameters.
         dice_weight: weight of the Dice loss added to BCE (thesis: 0, BCE only); Dice helps small objects.
         threshold: probability above which a pixel counts as object for the validation F1 and IoU.
+        patience: epochs without a lower `val/loss` before training stops (thesis 3.6.3: 9 to 50).
     """
+
+    checkpoint_monitor = "val/loss"  # `fit_task` keeps the epoch with the lowest
 
     def __init__(
         self,
@@ -37,6 +39,7 @@ class SegmentationTask(L.LightningModule):
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
         dice_weight: float = 0.0,
         threshold: float = 0.5,
+        patience: int = 9,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
@@ -79,26 +82,6 @@ class SegmentationTask(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer(self.net.parameters())
 
-
-def segmentation_callbacks(checkpoint_dir: str | Path, patience: int, monitor: str = "val/loss") -> list[Callback]:
-    """Early stopping and checkpoints for `SegmentationTask` (thesis 3.6.3, listing 3.5).
-
-    `best.ckpt` holds the weights with the lowest `monitor`; `last.ckpt` is rewritten every epoch, so
-    `Trainer.fit(..., ckpt_path=<checkpoint_dir>/last.ckpt)` resumes an interrupted run. Lightning's own
-    `save_last` would not do: it refreshes last.ckpt only in epochs that also improve the best.
-
-    Args:
-        checkpoint_dir: folder for best.ckpt and last.ckpt.
-        patience: epochs without improvement of `monitor` before training stops (thesis: 9 to 50).
-        monitor: the logged metric to minimise.
-
-    Returns:
-        [EarlyStopping, best-checkpoint ModelCheckpoint, last-checkpoint ModelCheckpoint].
-    """
-    return [
-        EarlyStopping(monitor=monitor, mode="min", patience=int(patience)),
-        ModelCheckpoint(
-            dirpath=str(checkpoint_dir), filename="best", monitor=monitor, mode="min", enable_version_counter=False
-        ),
-        ModelCheckpoint(dirpath=str(checkpoint_dir), filename="last", enable_version_counter=False),
-    ]
+    def configure_callbacks(self) -> list[Callback]:
+        """Early stopping on `val/loss` (listing 3.5); the checkpoints are `fit_task`'s."""
+        return [EarlyStopping(monitor=self.checkpoint_monitor, mode="min", patience=int(self.hparams.patience))]

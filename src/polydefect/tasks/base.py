@@ -1,0 +1,86 @@
+"""The interface every detector implements, so the detect stage, the ensemble and inspect treat them alike.
+
+A detector is a LightningModule trained on good images by `fit_task` (`polydefect.tasks.fitting`), then
+`fit()` once in plain sight (memory banks build their coreset there), then `anomaly_map` per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import lightning as L
+from hydra.utils import instantiate
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What the pipeline needs of a detector besides the LightningModule hooks it trains with."""
+
+    checkpoint_monitor: str | None  # the logged metric whose lowest epoch is kept; None keeps the last epoch
+
+    def fit(self) -> None:
+        """Finish the detector after the Lightning fit (build a bank, standardise members); may do nothing."""
+        ...
+
+    def anomaly_map(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, 1, H, W) float32 map at the images' size: higher = more anomalous."""
+        ...
+
+    def map_and_reconstruction(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The map and what the detector made of the images (for figure panels), from one pass."""
+        ...
+
+    def save_weights(self, path: str | Path) -> None:
+        """Write the state as safetensors (no pickled code)."""
+        ...
+
+    def load_weights(self, path: str | Path) -> Detector:
+        """Read weights written by `save_weights` into a detector built from the same config."""
+        ...
+
+
+class DetectorTask(L.LightningModule, ABC):
+    """The `Detector` defaults: nothing to build after training, no reconstruction, safetensors state."""
+
+    checkpoint_monitor: str | None = None
+
+    def fit(self) -> None:
+        """Trained detectors are complete when the Lightning fit ends."""
+
+    @abstractmethod
+    def anomaly_map(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, 1, H, W) float32 map at the images' size: higher = more anomalous."""
+
+    def map_and_reconstruction(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Detectors that do not reconstruct show the images themselves beside their maps."""
+        return self.anomaly_map(images), images
+
+    def save_weights(self, path: str | Path) -> None:
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
+
+    def load_weights(self, path: str | Path) -> DetectorTask:
+        self.load_state_dict(load_file(str(path)))
+        return self
+
+
+def build_detector(model: Any) -> DetectorTask:
+    """Instantiate the `model` config node (conf/model/*.yaml) and check it implements `Detector`."""
+    log.info("Instantiating <%s>", model._target_)
+    task = instantiate(model, _convert_="all")
+    if not isinstance(task, L.LightningModule) or not isinstance(task, Detector):
+        raise TypeError(f"model._target_: {type(task).__name__} is not a LightningModule implementing Detector")
+    return task
+
+
+def load_detector(model: Any, weights: str | Path) -> DetectorTask:
+    """A detector rebuilt from its config and saved weights, ready to score."""
+    detector = build_detector(model)
+    detector.load_weights(weights)
+    return detector.eval()
