@@ -17,11 +17,10 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from polydefect.data.datamodules import ImageDataset
+from polydefect.data.sample import LazySamples, load_samples
 from polydefect.data.tiling import grid_for
-from polydefect.pipeline.detect import LazySamples, build_task, load_samples, score_test
-from polydefect.pipeline.segment import SegmentResult
-
-NO_SEGMENTATION = SegmentResult(key="none")  # the data's own object masks, as with `segmenter=none`
+from polydefect.pipeline.artifacts import score_test
+from polydefect.tasks.base import build_detector
 
 
 def flops_per_item(net: nn.Module, item: Tensor) -> float:
@@ -47,8 +46,8 @@ def score_table(cfg: DictConfig, task: L.LightningModule, table: pd.DataFrame) -
     """The detect stage's scoring of test images, from the files to the image scores and the archived maps
     and masks (written to a temporary folder)."""
     with tempfile.TemporaryDirectory(prefix="scores_") as folder:
-        samples = LazySamples(cfg, table, NO_SEGMENTATION)
-        scores, _ = score_test(task, samples, cfg, list(table["label"]), Path(folder))
+        samples = LazySamples(table, cfg.preprocess)
+        scores, _ = score_test(task, samples, cfg, table, Path(folder))
     return scores
 
 
@@ -59,9 +58,9 @@ def pipeline_images_per_s(cfg: DictConfig, task: L.LightningModule, table: pd.Da
 
 def cae_figures(cfg: DictConfig, table: pd.DataFrame, rounds: int, device: torch.device) -> dict[str, Any]:
     """The thesis CAE (`model=cae`) on windows of `preprocess.tile.window` px, untrained (speed only)."""
-    task = build_task(cfg).to(device).eval()
+    task = build_detector(cfg.model).to(device).eval()
     window, chunk = cfg.preprocess.tile.window, task.hparams.chunk_size
-    width, height = load_samples(cfg, table.iloc[:1], NO_SEGMENTATION)[0].image.shape[::-1]
+    width, height = load_samples(table.iloc[:1], cfg.preprocess)[0].image.shape[::-1]
     per_image = grid_for(height, width, cfg.preprocess.tile.core, window).tiles_per_image
     batch = torch.rand(chunk, cfg.model.net.in_channels, window, window, device=device)
     flops = flops_per_item(task.net, batch[:1])
@@ -69,7 +68,7 @@ def cae_figures(cfg: DictConfig, table: pd.DataFrame, rounds: int, device: torch
     windows_per_s = net_items_per_s(task.net, batch, rounds, device, repeats)
     images_per_s = pipeline_images_per_s(cfg, task, table, rounds)
     # the memory-format gain: one chunk a round for each, back to back
-    contiguous = build_task(cfg).net.to(device, memory_format=torch.contiguous_format)
+    contiguous = build_detector(cfg.model).net.to(device, memory_format=torch.contiguous_format)
     channels_last = net_items_per_s(task.net, batch, rounds, device)
     contiguous_per_s = net_items_per_s(contiguous, batch, rounds, device)
     return {
@@ -85,8 +84,8 @@ def cae_figures(cfg: DictConfig, table: pd.DataFrame, rounds: int, device: torch
 
 def _fitted_memory_bank(cfg: DictConfig, table: pd.DataFrame, device: torch.device) -> L.LightningModule:
     """A feature-memory task whose bank is built from the good images of `table`, as one training epoch does."""
-    task = build_task(cfg).to(device)
-    good = ImageDataset(load_samples(cfg, table[table["label"] == 0], NO_SEGMENTATION))
+    task = build_detector(cfg.model).to(device)
+    good = ImageDataset(load_samples(table[table["label"] == 0], cfg.preprocess))
     for batch in torch.utils.data.DataLoader(good, batch_size=cfg.data.batch_size):
         task.collect(batch["image"])
     task.fit()

@@ -31,11 +31,11 @@ def _score(root: Path, count: int, overrides: list[str]) -> Callable[[], object]
     from inference import score_table
     from thesis_data import thesis_table
 
-    from polydefect.pipeline.detect import build_task
+    from polydefect.tasks.base import build_detector
 
     cfg = compose_config("preprocess=thesis", *overrides)
     table = thesis_table(root, count)
-    task = build_task(cfg).eval()
+    task = build_detector(cfg.model).eval()
     return lambda: score_table(cfg, task, table)
 
 
@@ -43,18 +43,19 @@ def _score_eager(root: Path, count: int, overrides: list[str]) -> Callable[[], o
     """Scoring as the detect stage did before streaming: every sample loaded first, every map kept (for the
     before/after figure in benchmarks/README.md)."""
     from app_config import compose_config
-    from inference import NO_SEGMENTATION
     from thesis_data import thesis_table
 
-    from polydefect.pipeline.detect import build_task, load_samples, score_samples
+    from polydefect.data.sample import load_samples
+    from polydefect.scoring.stream import iter_scores
+    from polydefect.tasks.base import build_detector
 
     cfg = compose_config("preprocess=thesis", *overrides)
     table = thesis_table(root, count)
-    task = build_task(cfg).eval()
+    task = build_detector(cfg.model).eval()
 
     def work() -> object:
-        samples = load_samples(cfg, table, NO_SEGMENTATION)
-        return score_samples(task, samples, cfg.scoring, cfg.detect.map_sigma, cfg.data.batch_size)
+        samples = load_samples(table, cfg.preprocess)
+        return list(iter_scores(task, samples, cfg.scoring, cfg.detect.map_sigma, cfg.data.batch_size))
 
     return work
 
@@ -62,16 +63,16 @@ def _score_eager(root: Path, count: int, overrides: list[str]) -> Callable[[], o
 def _inspect(root: Path, count: int, overrides: list[str]) -> Callable[[], object]:
     """`polydefect.inspect`'s scoring of `count` images: read as scored, the 48 highest-scored maps kept."""
     from app_config import compose_config
-    from inference import NO_SEGMENTATION
     from thesis_data import thesis_table
 
-    from polydefect.inspect import score_stream
-    from polydefect.pipeline.detect import LazySamples, build_task
+    from polydefect.data.sample import LazySamples
+    from polydefect.scoring.stream import score_stream
+    from polydefect.tasks.base import build_detector
 
     cfg = compose_config("preprocess=thesis", *overrides)
     table = thesis_table(root, count)
-    task = build_task(cfg).eval()
-    return lambda: score_stream(task, LazySamples(cfg, table, NO_SEGMENTATION), cfg, cfg.data.batch_size, 48)
+    task = build_detector(cfg.model).eval()
+    return lambda: score_stream(task, LazySamples(table, cfg.preprocess), cfg, 48)
 
 
 def _mean_mask(root: Path, count: int, overrides: list[str]) -> Callable[[], object]:

@@ -13,9 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from timing import synchronize
 from torch.utils.data import DataLoader
 
-from polydefect.pipeline.detect import build_task, load_samples, reconstruction_datamodule
-from polydefect.pipeline.segment import SegmentResult
+from polydefect.data.sample import load_samples
+from polydefect.pipeline.detect import reconstruction_datamodule
 from polydefect.pipeline.training import TrainingAllocation
+from polydefect.tasks.base import build_detector
 
 
 class StepTimer(L.Callback):
@@ -56,7 +57,7 @@ def _fit_rate(cfg: DictConfig, data: Any, steps: int, warmup: int) -> float:
         enable_model_summary=False,
         callbacks=[timer, TrainingAllocation()] if cfg.reuse_freed_memory else [timer],  # as the stages train
     )
-    task = build_task(OmegaConf.merge(cfg, {"model": {"patience": None}}))  # no validation: no early stopping
+    task = build_detector(OmegaConf.merge(cfg.model, {"patience": None}))  # no validation: no early stopping
     if isinstance(data, L.LightningDataModule):
         trainer.fit(task, datamodule=data)
     else:
@@ -66,7 +67,7 @@ def _fit_rate(cfg: DictConfig, data: Any, steps: int, warmup: int) -> float:
 
 def training_figures(cfg: DictConfig, table: pd.DataFrame, steps: int, warmup: int = 2) -> dict[str, float]:
     """Steps/s of the CAE fed by the DataModule (as the detect stage builds it) and by in-memory tensors."""
-    good = load_samples(cfg, table[table["label"] == 0], SegmentResult(key="none"))
+    good = load_samples(table[table["label"] == 0], cfg.preprocess)
     module = reconstruction_datamodule(cfg, good, good)
     module.setup("fit")
     windows = torch.from_numpy(module.train_set.images).unsqueeze(1)  # (N, 1, window, window) uint8

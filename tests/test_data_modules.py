@@ -16,6 +16,7 @@ from polydefect.data.io import read_image
 from polydefect.data.layout import DataLayoutError
 from polydefect.data.sample import load_sample
 from polydefect.data.splits import make_splits
+from polydefect.pipeline.segment import SegmentResult
 from tests.conftest import write_thesis_fixture
 
 
@@ -157,6 +158,21 @@ def test_an_empty_predicted_object_mask_falls_back_to_the_whole_frame(
     height, width = read_image(row["image_path"]).shape[:2]
     cv2.imwrite(str(empty), np.zeros((height, width), np.uint8))
     with caplog.at_level("WARNING"):
-        sample = load_sample(row, preprocess_cfg(size=[48, 32]), object_mask_path=str(empty))
+        sample = load_sample({**row.to_dict(), "predicted_mask_path": str(empty)}, preprocess_cfg(size=[48, 32]))
     assert sample.object_mask.all() and sample.image.any()  # scored over the frame, not blacked out
     assert str(empty) in caplog.text
+
+
+def test_the_segmenters_masks_become_a_column_that_loading_prefers(thesis_root: Path, tmp_path: Path) -> None:
+    splits = make_splits(data_cfg(), {"real": thesis_root}, seed=0)
+    row = splits.test.iloc[0]
+    height, width = read_image(row["image_path"]).shape[:2]
+    square = np.zeros((height, width), np.uint8)
+    square[: height // 2, : width // 2] = 255
+    cv2.imwrite(str(tmp_path / "mask.png"), square)
+    masks = SegmentResult("key", {row["image_path"]: str(tmp_path / "mask.png")})
+    attached = masks.attach(splits)
+    assert attached.test["predicted_mask_path"].iloc[0] == str(tmp_path / "mask.png")
+    assert attached.train["predicted_mask_path"].isna().all()
+    assert load_sample(attached.test.iloc[0], preprocess_cfg()).object_mask.sum() == square.astype(bool).sum()
+    assert SegmentResult("key").attach(splits) is splits  # no predictions: the data's own masks

@@ -19,7 +19,7 @@ from services.sweeps import pipeline_runs, stage_runs
 from polydefect.pipeline import detect, segment, training
 from polydefect.pipeline.run import STAGES, run
 
-DDP = ["trainer=ddp", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+DDP = ["trainer=ddp", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
 
 
 class SaveRankWeights(Callback):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,11 @@ import pytest
 import torch
 from conftest import write_thesis_fixture
 from helpers.tiny import store_uri, trained_tiny_runs, untrained_tiny_cae
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from polydefect.inspect import inspect_folder, score_stream
-from polydefect.pipeline.detect import score_samples
+from polydefect.inspect import inspect_folder
+from polydefect.scoring.spc import ControlLimits
+from polydefect.scoring.stream import iter_scores, score_stream
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,6 @@ def inspect_cfg(run: str, tracking_uri: str, root: Path) -> DictConfig:
             "mlflow": {"tracking_uri": tracking_uri},
             "threshold": "per_view",
             "overlays": 4,
-            "batch_size": 4,
         }
     )
 
@@ -59,6 +60,13 @@ def test_the_csv_has_a_score_and_verdict_per_image_and_the_nqi_of_its_view(repor
         assert column in table.columns
     assert table["score"].notna().all() and table["anomalous"].dtype == bool
     assert table["overlay"].notna().sum() == 4
+
+
+def test_the_control_limits_are_the_ones_the_run_saved_not_refitted(report: Path) -> None:
+    limits = ControlLimits.from_dict(json.loads((report / "pipeline" / "spc_limits.json").read_text()))
+    table = pd.read_csv(report / "report.csv")
+    assert np.allclose(table["ucl"], [limits.ucl(view) for view in table["view"]])
+    assert limits.reference_batches  # fitted on the run's good training batches
 
 
 def test_the_html_shows_the_run_the_batch_verdicts_and_the_overlays(report: Path, trained) -> None:
@@ -95,8 +103,12 @@ def test_a_folder_that_is_no_run_output_is_named_in_the_error(new_batch, tmp_pat
 
 def test_streamed_scoring_keeps_only_the_highest_scored_maps_and_matches_scoring_all(tmp_path: Path) -> None:
     cfg, task, samples, _ = untrained_tiny_cae(tmp_path)
-    scores, sums, top, vmax = score_stream(task, samples, cfg, batch_size=3, keep=3)
-    all_scores, all_sums, maps = score_samples(task, samples, cfg.scoring, cfg.detect.map_sigma, 3)
+    with open_dict(cfg):
+        cfg.data.batch_size = 3
+    scores, sums, top, vmax = score_stream(task, samples, cfg, keep=3)
+    scored = list(iter_scores(task, samples, cfg.scoring, cfg.detect.map_sigma, 3))
+    all_scores, all_sums = np.array([s.score for s in scored]), np.array([s.map_sum for s in scored])
+    maps = [s.anomaly_map for s in scored]
     assert np.array_equal(scores, all_scores) and np.array_equal(sums, all_sums)
     assert list(top) == list(np.argsort(-all_scores, kind="stable")[:3])
     for index, (amap, _) in top.items():

@@ -11,9 +11,9 @@ import torch
 from helpers.tiny import untrained_tiny_cae
 from omegaconf import open_dict
 
-from polydefect.pipeline.detect import load_arrays, score_test
-from polydefect.pipeline.training import scoring_autocast
+from polydefect.pipeline.artifacts import load_arrays, score_test
 from polydefect.scoring.maps import smooth
+from polydefect.scoring.stream import scoring_autocast
 
 CPU = torch.device("cpu")
 
@@ -43,15 +43,16 @@ def test_maps_are_smoothed_in_float32_under_autocast() -> None:
 
 
 def test_an_autoencoder_scored_in_bf16_mixed_precision_ranks_like_float32(tmp_path: Path) -> None:
-    cfg, task, samples, labels = untrained_tiny_cae(tmp_path)
+    cfg, task, samples, test = untrained_tiny_cae(tmp_path)
     results = {}
     for precision in ("32-true", "bf16-mixed"):
         with open_dict(cfg):
             cfg.trainer.precision = precision
         folder = tmp_path / precision
         folder.mkdir()
-        scores, _ = score_test(task, samples, cfg, labels, folder)
-        results[precision] = scores, np.concatenate([m.ravel() for m in load_arrays(folder / "test_maps.npz")])
+        scores, _ = score_test(task, samples, cfg, test, folder)
+        maps = load_arrays(folder / "test_maps.npz", list(test["row_id"]))
+        results[precision] = scores, np.concatenate([m.ravel() for m in maps])
     (full_scores, full_maps), (mixed_scores, mixed_maps) = results["32-true"], results["bf16-mixed"]
     assert np.isfinite(mixed_maps).all() and not np.array_equal(full_maps, mixed_maps)  # autocast did run
     assert np.corrcoef(full_maps, mixed_maps)[0, 1] > 0.99

@@ -12,8 +12,8 @@ from helpers.tiny import compose_tiny, store_uri
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from polydefect.pipeline import detect
 from polydefect.pipeline.run import STAGES, run
+from polydefect.tasks.reconstruction import ReconstructionTask
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_a_detector_with_nan_scores_stops_before_its_scores_are_cached(tmp_path:
     def diverged(task: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.full_like(images[:, :1], float("nan")), images
 
-    monkeypatch.setattr(detect, "_maps_and_reconstructions", diverged)
+    monkeypatch.setattr(ReconstructionTask, "map_and_reconstruction", diverged)
     cfg = compose_tiny(tmp_path)
     with pytest.raises(FloatingPointError, match=r"model \(polydefect\.tasks\.reconstruction\..*NaN or infinite"):
         run(cfg)

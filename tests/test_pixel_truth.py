@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from polydefect.pipeline.detect import DetectResult, NpzWriter
+from polydefect.pipeline.artifacts import NpzWriter
+from polydefect.pipeline.detect import DetectResult
 from polydefect.pipeline.evaluate import _pixel_records, pixel_metrics
 
 
@@ -21,14 +22,16 @@ def _detection(folder: Path, mask_of_second_defect: str | None) -> DetectResult:
     maps = [np.zeros((8, 8), np.float32), square.astype(np.float32), np.full((8, 8), 2.0, np.float32)]
     defects = [np.zeros((8, 8), bool), square, np.zeros((8, 8), bool)]
     objects = [np.ones((8, 8), bool)] * 3
+    rows = ["good.png", "marked.png", "unmarked.png"]
     for name, arrays in (("test_maps", maps), ("test_defect_masks", defects), ("test_object_masks", objects)):
         with NpzWriter(folder / f"{name}.npz") as writer:
-            for array in arrays:
-                writer.add(array)
+            for row_id, array in zip(rows, arrays, strict=True):
+                writer.add(row_id, array)
     scores = pd.DataFrame(
         {
             "role": ["train", "test", "test", "test"],
             "label": [0, 0, 1, 1],
+            "row_id": ["train.png", "good.png", "marked.png", "unmarked.png"],
             "image_path": ["train.png", "good.png", "marked.png", "unmarked.png"],
             "defect_mask_path": [None, None, "marked_mask.png", mask_of_second_defect],
         }

@@ -11,19 +11,12 @@ import torch
 from helpers.tiny import untrained_tiny_cae
 from omegaconf import open_dict
 
-from polydefect.pipeline.detect import (
-    PANEL_SIDE,
-    NpzWriter,
-    at_figure_size,
-    load_arrays,
-    panel_indices,
-    score_test,
-)
+from polydefect.pipeline.artifacts import PANEL_SIDE, NpzWriter, at_figure_size, load_arrays, panel_rows, score_test
 
 
 @pytest.fixture()
 def scored(tmp_path: Path) -> dict:
-    cfg, task, samples, labels = untrained_tiny_cae(tmp_path)
+    cfg, task, samples, test = untrained_tiny_cae(tmp_path)
     with open_dict(cfg):
         cfg.detect.samples = 3
     passed: list[int] = []
@@ -34,9 +27,9 @@ def scored(tmp_path: Path) -> dict:
         return reconstruct(images)
 
     task.reconstruct = counting
-    scores, _ = score_test(task, samples, cfg, labels, tmp_path)
+    scores, _ = score_test(task, samples, cfg, test, tmp_path)
     return {
-        "labels": labels,
+        "test": test,
         "scores": scores,
         "passed": passed,
         "folder": tmp_path,
@@ -45,28 +38,37 @@ def scored(tmp_path: Path) -> dict:
 
 
 def test_each_test_image_is_reconstructed_once_even_when_drawn_as_a_panel(scored) -> None:
-    assert sum(scored["passed"]) == len(scored["labels"]) == len(scored["scores"])
+    assert sum(scored["passed"]) == len(scored["test"]) == len(scored["scores"])
 
 
 def test_panels_hold_the_inputs_reconstructions_and_maps_of_the_picked_images(scored) -> None:
-    chosen = panel_indices(scored["labels"], 3)
+    test = scored["test"]
+    chosen = panel_rows(test, 3)
+    assert sorted(test.set_index("row_id").loc[chosen, "label"]) == [0, 1, 1]
     with np.load(scored["folder"] / "panels.npz") as panels:
-        assert panels["labels"].tolist() == [scored["labels"][i] for i in chosen]
+        assert panels["labels"].tolist() == list(test.set_index("row_id").loc[chosen, "label"])
         images = torch.from_numpy(panels["images"])
         expected = scored["reconstruct"](images).numpy()
         assert np.allclose(panels["reconstructions"], expected, atol=1e-5)
-        maps = load_arrays(scored["folder"] / "test_maps.npz")
-        for row, index in enumerate(chosen):
-            assert np.allclose(panels["maps"][row, 0], maps[index], atol=1e-2)  # archived as float16
+        maps = load_arrays(scored["folder"] / "test_maps.npz", chosen)
+        for row, amap in enumerate(maps):
+            assert np.allclose(panels["maps"][row, 0], amap, atol=1e-2)  # archived as float16
 
 
-def test_the_archive_writer_keeps_the_order_of_its_arrays(tmp_path: Path) -> None:
-    arrays = [np.full((3, 4), i, np.float16) for i in range(5)] + [np.eye(3, dtype=bool)]
+def test_maps_are_archived_under_the_row_ids_of_their_images(scored) -> None:
+    with np.load(scored["folder"] / "test_maps.npz") as archive:
+        assert sorted(archive.files) == sorted(scored["test"]["row_id"])
+
+
+def test_the_archive_writer_keeps_each_array_under_its_row_id(tmp_path: Path) -> None:
+    arrays = {f"real/batch_0{i}/images/p01_c0.png": np.full((3, 4), i, np.float16) for i in range(5)}
+    arrays["test/good/000.png"] = np.eye(3, dtype=bool)
     with NpzWriter(tmp_path / "a.npz") as writer:
-        for array in arrays:
-            writer.add(array)
-    with np.load(tmp_path / "a.npz") as archive:
-        assert [archive[f"arr_{i}"].tolist() for i in range(6)] == [a.tolist() for a in arrays]
+        for name, array in arrays.items():
+            writer.add(name, array)
+    names = list(reversed(arrays))
+    loaded = load_arrays(tmp_path / "a.npz", names, np.float16)
+    assert [a.tolist() for a in loaded] == [arrays[name].astype(np.float16).tolist() for name in names]
 
 
 def test_panels_are_stored_at_figure_size_and_small_ones_untouched() -> None:

@@ -57,7 +57,7 @@ def _wait(condition, what: str, timeout: float) -> None:
 
 def test_a_cancelled_job_leaves_no_run_running_and_a_rerun_resumes_from_the_stage_cache(slurm, tmp_path: Path) -> None:
     # The U-Net trains one epoch; the CAE trains long enough to be cancelled mid-training.
-    budget = ["trainer.max_epochs=null", "segmenter.max_epochs=1", "model.max_epochs=15", "detect.max_epochs=null"]
+    budget = ["segmenter.max_epochs=1", "model.max_epochs=15", "detect.max_epochs=null"]
     budget += ["model.patience=15"]
     args = [*slurm_sweep(tmp_path, store_uri(tmp_path), *budget), f"hydra.sweep.dir={tmp_path / 'first'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
+from polydefect.evaluation.plots import control_charts_figure, save_figure
 from polydefect.scoring.spc import (
     ControlLimits,
     batch_verdict,
     fit_control_limits,
     nqi,
-    plot_control_charts,
     totals_table,
 )
 
@@ -65,6 +65,6 @@ def test_spc_refuses_duplicate_images_constant_views_and_unknown_views():
 
 def test_the_control_charts_are_written_as_a_png(tmp_path):
     limits = fit_control_limits(TOTALS, reference_batches=[2, 3, 4])
-    path = plot_control_charts(nqi(TOTALS, limits), limits, tmp_path / "spc" / "charts.png")
+    path = save_figure(control_charts_figure(nqi(TOTALS, limits), limits), tmp_path / "spc" / "charts.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 5000

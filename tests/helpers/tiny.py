@@ -12,17 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
+import pandas as pd
 import torch
 from conftest import REPO, write_thesis_fixture
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from polydefect.config import register_configs
+from polydefect.data.sample import LazySamples
 from polydefect.data.splits import make_splits
-from polydefect.pipeline.detect import LazySamples
-from polydefect.pipeline.segment import SegmentResult
+from polydefect.tasks.base import DetectorTask, build_detector
 
 CONF = REPO / "conf"
 
@@ -75,14 +74,14 @@ def compose_tiny(root: Path, *overrides: str, experiment: str = "tiny") -> DictC
     return cfg
 
 
-def untrained_tiny_cae(root: Path) -> tuple[DictConfig, L.LightningModule, LazySamples, list[int]]:
-    """A tiny run's config, a small CAE as initialised with seed 0 (eval mode), and the run's test images read
-    as scored with their labels: for scoring tests that need a real detector and real samples, not training."""
+def untrained_tiny_cae(root: Path) -> tuple[DictConfig, DetectorTask, LazySamples, pd.DataFrame]:
+    """A tiny run's config, a small CAE as initialised with seed 0 (eval mode), the run's test images read as
+    scored, and their table: for scoring tests that need a real detector and real samples, not training."""
     cfg = compose_tiny(root, "model.net.widths=[4,8]", "model.net.bottleneck=[8,4,8]")
     test = make_splits(cfg.data, {"real": Path(cfg.data.root), "synthetic": Path(cfg.data.synthetic_root)}, 0).test
     torch.manual_seed(0)
-    task = instantiate(cfg.model, _convert_="all").eval()
-    return cfg, task, LazySamples(cfg, test, SegmentResult(key="none")), list(test["label"])
+    task = build_detector(cfg.model).eval()
+    return cfg, task, LazySamples(test, cfg.preprocess), test
 
 
 def run_app(args: list[str], cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:

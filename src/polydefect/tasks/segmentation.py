@@ -28,7 +28,8 @@ class SegmentationTask(L.LightningModule):
         optimizer: a partial optimizer (Hydra `_partial_: true`), completed with the net's parameters.
         dice_weight: weight of the Dice loss added to BCE (thesis: 0, BCE only); Dice helps small objects.
         threshold: probability above which a pixel counts as object for the validation F1 and IoU.
-        patience: epochs without a lower `val/loss` before training stops (thesis 3.6.3: 9 to 50).
+        patience: epochs without a lower `val/loss` before training stops (thesis 3.6.3: 9 to 50); None trains
+            every epoch (no early stopping, nor need of validation data).
     """
 
     checkpoint_monitor = "val/loss"  # `fit_task` keeps the epoch with the lowest
@@ -39,7 +40,7 @@ class SegmentationTask(L.LightningModule):
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
         dice_weight: float = 0.0,
         threshold: float = 0.5,
-        patience: int = 9,
+        patience: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
@@ -84,4 +85,6 @@ class SegmentationTask(L.LightningModule):
 
     def configure_callbacks(self) -> list[Callback]:
         """Early stopping on `val/loss` (listing 3.5); the checkpoints are `fit_task`'s."""
+        if self.hparams.patience is None:
+            return []
         return [EarlyStopping(monitor=self.checkpoint_monitor, mode="min", patience=int(self.hparams.patience))]
