@@ -33,7 +33,7 @@ def wait_for_checkpoint(cache: Path, process: subprocess.Popen, timeout: float =
 def test_a_killed_run_resumes_from_its_last_checkpoint_and_is_marked_failed(tmp_path: Path) -> None:
     # otsu: no U-Net to train; 30 epochs of 2 steps: the kill lands soon after the first checkpoint
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("segmenter.")]
-    args = ["+experiment=tiny", *overrides, "segmenter=otsu", "trainer.max_epochs=30"]
+    args = ["+experiment=tiny", *overrides, "segmenter=otsu", "detect.max_epochs=30"]
     args += ["model.patience=10", f"hydra.run.dir={tmp_path / 'out'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
