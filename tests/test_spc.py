@@ -1,11 +1,8 @@
 """Batch SPC: nQI (thesis eq. 1.1) against hand-computed values, control limits, verdicts and charts."""
 
-import json
-
 import pytest
 
 from polydefect.scoring.spc import (
-    ControlLimits,
     batch_verdict,
     fit_control_limits,
     nqi,
@@ -46,11 +43,6 @@ def test_a_batch_is_out_of_control_when_enough_of_its_views_are():
     assert verdict["out_of_control"].to_dict() == {1: True, 2: False, 3: False, 4: False}
     assert verdict.loc[1, "views_out"] == 1
     assert not batch_verdict(table, min_views=2)["out_of_control"].any()
-
-
-def test_control_limits_survive_a_json_round_trip():
-    limits = fit_control_limits(TOTALS, reference_batches=[2, 3, 4])
-    assert ControlLimits.from_dict(json.loads(json.dumps(limits.to_dict()))) == limits
 
 
 def test_spc_refuses_duplicate_images_constant_views_and_unknown_views():

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,19 +56,6 @@ class ControlLimits:
     def ucl(self, view: str) -> float:
         """Upper control limit on nQI for this view."""
         return self.centre(view) + self.sigma
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ControlLimits:
-        return cls(
-            minimum={str(k): float(v) for k, v in data["minimum"].items()},
-            mean={str(k): float(v) for k, v in data["mean"].items()},
-            std={str(k): float(v) for k, v in data["std"].items()},
-            sigma=float(data["sigma"]),
-            reference_batches=[int(b) for b in data["reference_batches"]],
-        )
 
 
 def fit_control_limits(
