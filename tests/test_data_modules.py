@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers.thesis import write_thesis_fixture
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
@@ -17,7 +18,6 @@ from polydefect.data.io import read_image
 from polydefect.data.layout import DataLayoutError
 from polydefect.data.sample import load_sample
 from polydefect.data.splits import make_splits
-from tests.conftest import write_thesis_fixture
 
 
 def data_cfg(**overrides):

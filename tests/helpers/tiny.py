@@ -14,11 +14,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from conftest import REPO, write_thesis_fixture
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from helpers.paths import REPO
+from helpers.thesis import write_thesis_fixture
 from polydefect.config import register_configs
 from polydefect.data.splits import make_splits
 from polydefect.pipeline.detect import LazySamples
