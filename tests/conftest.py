@@ -1,4 +1,5 @@
-"""Shared fixtures: one torch thread, a tiny generated thesis-layout data set, the real magnetic-tile folder.
+"""Shared fixtures: one torch thread, a tiny generated thesis-layout data set, the real magnetic-tile folder;
+and the skip of `gpu`-marked tests where there is no CUDA device.
 
 The generators and paths behind them live in tests/helpers; tests import those from there, not from here.
 """
@@ -11,6 +12,16 @@ import pytest
 import torch
 from helpers.paths import MAGNETIC_TILE, require_shared
 from helpers.thesis import write_thesis_fixture
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu`-marked tests where torch sees no CUDA device; run them where it does."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; none is available")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
 
 
 @pytest.fixture
