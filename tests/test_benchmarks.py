@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import REPO
+from helpers.paths import REPO
 
 REQUIRED = (
     "gemm_gflops",

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_thesis_fixture
+from helpers.thesis import write_thesis_fixture
 from helpers.tiny import store_uri, trained_tiny_runs, untrained_tiny_cae
 from omegaconf import DictConfig, OmegaConf, open_dict
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
 
 from polydefect.config import DataConfig, PreprocessConfig
-from polydefect.data.datamodules import ReconstructionDataModule
+from polydefect.data.datamodules import ImageDataset, ReconstructionDataModule
 from polydefect.data.sample import load_sample
 from polydefect.data.splits import make_splits
 
@@ -27,10 +28,8 @@ def test_every_magnetic_tile_image_loads_resizes_and_batches(magnetic_tile: Path
     assert len(defective) == 392
     # four "uneven" masks are (almost) empty, and a few tiny defects vanish at 96 px
     assert sum(s.defect_mask.any() for s in defective) >= 380
-    module = ReconstructionDataModule(
-        samples["train"], samples["val"], core=96, window=96, batch_size=64, test=samples["test"]
-    )
+    module = ReconstructionDataModule(samples["train"], samples["val"], core=96, window=96, batch_size=64)
     module.setup("fit")
     assert len(module.train_set) == len(samples["train"])
-    test_images = sum(len(batch["label"]) for batch in module.test_dataloader())
+    test_images = sum(len(batch["label"]) for batch in DataLoader(ImageDataset(samples["test"]), batch_size=64))
     assert test_images == 644

@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbclient
 import nbformat
 import pytest
-from conftest import REPO
+from helpers.paths import REPO
 from helpers.tiny import store_uri, trained_tiny_runs
 
 NOTEBOOK = REPO / "notebooks" / "compare_runs.ipynb"

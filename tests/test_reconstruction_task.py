@@ -105,6 +105,16 @@ def test_anomaly_map_is_one_channel_non_negative_and_the_size_of_the_image():
     assert amap.min() >= 0
 
 
+@pytest.mark.gpu
+def test_a_task_moved_to_cuda_maps_images_as_on_the_cpu():
+    images = torch.rand(3, 1, 37, 50, generator=torch.Generator().manual_seed(0))
+    task = _task().eval()
+    on_cpu = task.anomaly_map(images)
+    on_cuda = task.to("cuda").anomaly_map(images)  # the task moves the images to its device
+    assert on_cuda.device.type == "cuda"
+    torch.testing.assert_close(on_cuda.cpu(), on_cpu, rtol=1e-2, atol=1e-4)  # cuDNN may convolve in TF32
+
+
 def test_ssim_agrees_with_scikit_image():
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(2, 1, 40, 50, generator=generator, dtype=torch.float64)
@@ -119,12 +129,14 @@ def test_ssim_agrees_with_scikit_image():
     assert ssim(x, x).allclose(torch.ones(2, dtype=torch.float64))
 
 
-def test_ssim_under_bf16_autocast_is_the_float32_ssim():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_ssim_under_bf16_autocast_is_the_float32_ssim(device):
     # The variances are differences of nearly equal local means: in bf16 they cancel (0.82 for 0.94 here).
     generator = torch.Generator().manual_seed(0)
     x = 0.5 + 0.05 * torch.rand(2, 1, 32, 32, generator=generator)
     y = x + 0.01 * torch.randn(x.shape, generator=generator)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    x, y = x.to(device), y.to(device)
+    with torch.autocast(device, dtype=torch.bfloat16):
         mixed = ssim(x, y)
     torch.testing.assert_close(mixed, ssim(x, y))
 

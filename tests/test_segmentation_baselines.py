@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from helpers.scenes import toy_scenes
 
 from polydefect.segmentation.base import Segmenter
 from polydefect.segmentation.classical import KMeansSegmenter, OtsuSegmenter, WatershedSegmenter, orient
-from polydefect.segmentation.mean_mask import MeanMask, per_view_masks
+from polydefect.segmentation.mean_mask import MeanMask
 from polydefect.segmentation.postprocess import close_mask, postprocess
-from polydefect.segmentation.toy import toy_scenes
 
 BASELINES = [OtsuSegmenter, KMeansSegmenter, WatershedSegmenter]
 
@@ -142,11 +142,3 @@ def test_mean_mask_rejects_a_view_whose_size_changes():
         means.update("p01_c1", np.ones((4, 5), bool))
     with pytest.raises(KeyError, match="p09_c1"):
         means.mean("p09_c1")
-
-
-def test_per_view_masks_give_every_image_its_views_majority():
-    a = np.zeros((2, 2), bool)
-    b = np.ones((2, 2), bool)
-    out = per_view_masks([a, b, b, a, a], ["v1", "v1", "v1", "v2", "v2"])
-    assert [m.all() for m in out[:3]] == [True, True, True]
-    assert not any(m.any() for m in out[3:])

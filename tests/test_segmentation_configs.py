@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from polydefect.segmentation.base import Segmenter, build_segmenter
-from polydefect.segmentation.unet import UNetSegmenter, fit_unet
+from polydefect.segmentation.unet import UNetSegmenter
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "segmenter"
 
@@ -36,8 +36,3 @@ def test_a_misspelt_key_fails_at_build_time():
     cfg.closing_kernal = 5
     with pytest.raises(Exception, match="closing_kernal"):
         build_segmenter(cfg)
-
-
-def test_fit_unet_refuses_a_classical_config(tmp_path):
-    with pytest.raises(TypeError, match="UNetSegmenter"):
-        fit_unet(OmegaConf.load(CONF / "otsu.yaml"), [], [], None, None, tmp_path)

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers.scenes import toy_scenes
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from polydefect.models.unet import UNet
 from polydefect.segmentation.base import Segmenter, build_segmenter
-from polydefect.segmentation.toy import toy_scenes
-from polydefect.segmentation.unet import UNetSegmenter, fit_unet
+from polydefect.segmentation.unet import UNetSegmenter
 from polydefect.tasks.segmentation import SegmentationTask, dice_loss
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "segmenter"
@@ -82,15 +82,15 @@ def test_dice_loss_is_zero_when_right_and_near_one_when_inverted():
     assert float(dice_loss(-logits, mask)) > 0.95
 
 
-def test_fit_unet_keeps_the_best_and_last_checkpoints_and_resumes_from_last(tmp_path):
+def test_fit_keeps_the_best_and_last_checkpoints_and_resumes_from_last(tmp_path):
     images, masks = toy_scenes(10, shape=(40, 56), seed=4)
-    fit_unet(small_cfg(), images[:8], masks[:8], images[8:], masks[8:], tmp_path, QUIET)
+    build_segmenter(small_cfg()).fit(images[:8], masks[:8], images[8:], masks[8:], tmp_path, QUIET)
     checkpoints = tmp_path / "checkpoints"
     assert {p.name for p in checkpoints.iterdir()} == {"best.ckpt", "last.ckpt"}
     assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 1
     steps = torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"]
     # a second call with a longer budget continues the first run: one more epoch, not three
-    fit_unet(small_cfg(max_epochs=3), images[:8], masks[:8], images[8:], masks[8:], tmp_path, QUIET)
+    build_segmenter(small_cfg(max_epochs=3)).fit(images[:8], masks[:8], images[8:], masks[8:], tmp_path, QUIET)
     last = torch.load(checkpoints / "last.ckpt", weights_only=False)
     assert last["epoch"] == 2 and last["global_step"] == steps * 3 // 2
 
@@ -98,7 +98,7 @@ def test_fit_unet_keeps_the_best_and_last_checkpoints_and_resumes_from_last(tmp_
 def test_trained_unet_segmenter_masks_images_of_any_size_at_their_own_size(tmp_path):
     torch.manual_seed(0)
     images, masks = toy_scenes(24, shape=(48, 64), seed=5)
-    segmenter = fit_unet(small_cfg(max_epochs=12), images, masks, None, None, tmp_path, QUIET)
+    segmenter = build_segmenter(small_cfg(max_epochs=12)).fit(images, masks, None, None, tmp_path, QUIET)
     assert isinstance(segmenter, Segmenter)
     test_images, test_masks = toy_scenes(3, shape=(72, 96), seed=6)
     predictions = segmenter.predict_batch(test_images)
@@ -112,7 +112,7 @@ def test_trained_unet_segmenter_masks_images_of_any_size_at_their_own_size(tmp_p
 
 def test_saved_weights_load_into_a_fresh_segmenter_and_give_the_same_masks(tmp_path):
     images, masks = toy_scenes(6, shape=(32, 32), seed=7)
-    trained = fit_unet(small_cfg(max_epochs=1), images, masks, None, None, tmp_path, QUIET)
+    trained = build_segmenter(small_cfg(max_epochs=1)).fit(images, masks, None, None, tmp_path, QUIET)
     trained.save(tmp_path / "unet.safetensors")
     fresh = UNetSegmenter(UNet(widths=(8, 16, 32), encoder_dropout=(0, 0, 0), decoder_dropout=(0, 0)), None, 32)
     fresh.load(tmp_path / "unet.safetensors")

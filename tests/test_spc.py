@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 
 from polydefect.evaluation.plots import control_charts_figure, save_figure
@@ -10,6 +11,7 @@ from polydefect.scoring.spc import (
     batch_verdict,
     fit_control_limits,
     nqi,
+    reference_batches,
     totals_table,
 )
 
@@ -51,6 +53,18 @@ def test_a_batch_is_out_of_control_when_enough_of_its_views_are():
 def test_control_limits_survive_a_json_round_trip():
     limits = fit_control_limits(TOTALS, reference_batches=[2, 3, 4])
     assert ControlLimits.from_dict(json.loads(json.dumps(limits.to_dict()))) == limits
+
+
+def test_the_reference_batches_are_the_real_training_batches_without_a_defective_image():
+    scores = pd.DataFrame(
+        {
+            "domain": ["real"] * 5 + ["synthetic"],
+            "role": ["train", "val", "train", "test", "test", "train"],
+            "batch": [3, 4, 5, 1, 2, 7],
+            "label": [0, 0, 1, 1, 0, 0],
+        }
+    )
+    assert reference_batches(scores) == [3, 4]  # 5 holds a defect, 1-2 are tested, 7 is synthetic
 
 
 def test_spc_refuses_duplicate_images_constant_views_and_unknown_views():

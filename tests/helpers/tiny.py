@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from conftest import REPO, write_thesis_fixture
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from helpers.paths import REPO
+from helpers.thesis import write_thesis_fixture
 from polydefect.config import register_configs
 from polydefect.data.sample import LazySamples
 from polydefect.data.splits import make_splits

@@ -160,7 +160,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
 
 class ReconstructionDataModule(L.LightningDataModule):
-    """Windows of good training and validation images for the detectors; whole test images for scoring."""
+    """Windows of good training and validation images for the detectors."""
 
     def __init__(
         self,
@@ -173,11 +173,9 @@ class ReconstructionDataModule(L.LightningDataModule):
         augment: Any = None,
         min_foreground: float = 0.0,
         seed: int = 0,
-        test: Sequence[Sample] = (),
     ) -> None:
         super().__init__()
         self.samples = {"train": [s for s in train if s.label == 0], "val": [s for s in val if s.label == 0]}
-        self.test_samples = list(test)
         self.core, self.window, self.min_foreground = core, window, min_foreground
         self.batch_size, self.num_workers, self.augment_cfg, self.seed = batch_size, num_workers, augment, seed
 
@@ -187,13 +185,9 @@ class ReconstructionDataModule(L.LightningDataModule):
             self.samples["train"], augment=build_augmentation(self.augment_cfg, self.seed), **cut
         )
         self.val_set = WindowDataset(self.samples["val"] or self.samples["train"], **cut)
-        self.test_set = ImageDataset(self.test_samples)
 
     def train_dataloader(self) -> DataLoader:
         return _loader(self.train_set, self.batch_size, True, self.num_workers, self.seed)
 
     def val_dataloader(self) -> DataLoader:
         return _loader(self.val_set, self.batch_size, False, self.num_workers, self.seed)
-
-    def test_dataloader(self) -> DataLoader:
-        return _loader(self.test_set, self.batch_size, False, self.num_workers, self.seed)

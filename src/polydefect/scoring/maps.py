@@ -64,25 +64,3 @@ def _gaussian_blur(amap: Tensor, sigma: float) -> Tensor:
     padded = F.pad(amap, (radius, radius, radius, radius), mode="reflect")
     blurred = F.conv2d(padded, line.view(1, 1, 1, -1))
     return F.conv2d(blurred, line.view(1, 1, -1, 1))
-
-
-def anomaly_map(
-    x: Tensor, x_hat: Tensor, mask: Tensor | None = None, error: str = "squared", sigma: float = 0.0
-) -> Tensor:
-    """Reconstruction error, optionally smoothed, set to zero outside the object mask.
-
-    Args:
-        x, x_hat: (B, C, H, W), the input and its reconstruction.
-        mask: (B, 1, H, W) bool object mask, or None for the whole frame.
-        error: "squared" or "absolute".
-        sigma: Gaussian smoothing std in px, applied before masking so the background stays zero.
-
-    Returns:
-        (B, 1, H, W) anomaly map.
-    """
-    amap = smooth(error_map(x, x_hat, error), sigma)
-    if mask is None:
-        return amap
-    if mask.shape != amap.shape:
-        raise ValueError(f"object mask {tuple(mask.shape)} does not match the map {tuple(amap.shape)}")
-    return amap * mask.to(amap.dtype)

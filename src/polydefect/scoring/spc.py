@@ -67,6 +67,7 @@ class ControlLimits:
         return self.centre(view) + self.sigma
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: the evaluate stage saves the limits, and inspecting a new batch reads them back."""
         return asdict(self)
 
     @classmethod

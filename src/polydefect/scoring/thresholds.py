@@ -3,7 +3,7 @@
 Global (thesis 4.3: the highest training score, or a quantile), per view (figure 5.3: a statistic of
 that view's training scores), per-view normalisation (z-scores from that view's training scores), and
 the best-F1 threshold on a validation set with defects, reported separately. Nothing here takes test
-labels. Fitted objects become plain dicts (`to_dict`/`from_dict`) so they travel with a run as JSON.
+labels. Fitted thresholds become plain dicts (`to_dict`/`from_dict`) so they travel with a run as JSON.
 """
 
 from __future__ import annotations
@@ -171,16 +171,6 @@ class ViewStats:
         mean = torch.tensor([self.mean[str(v)] for v in views], dtype=torch.float64)
         std = torch.tensor([self.std[str(v)] for v in views], dtype=torch.float64)
         return (scores - mean) / std
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ViewStats:
-        return cls(
-            mean={str(k): float(v) for k, v in data["mean"].items()},
-            std={str(k): float(v) for k, v in data["std"].items()},
-        )
 
 
 def fit_view_stats(train_scores: Tensor | Sequence[float], views: Sequence[str]) -> ViewStats:

@@ -6,8 +6,6 @@ memory is constant in the number of batches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 
@@ -45,14 +43,3 @@ class MeanMask:
     def mask(self, view: str, threshold: float = 0.5) -> np.ndarray:
         """(H, W) bool: object where at least `threshold` of the view's masks say so."""
         return self.mean(view) >= threshold
-
-
-def per_view_masks(masks: Sequence[np.ndarray], views: Sequence[str], threshold: float = 0.5) -> list[np.ndarray]:
-    """Replace each image's mask by its view's mean mask (one pass to average, one to hand out)."""
-    if len(masks) != len(views):
-        raise ValueError(f"{len(masks)} masks but {len(views)} views")
-    means = MeanMask()
-    for view, mask in zip(views, masks, strict=True):
-        means.update(view, mask)
-    by_view = {view: means.mask(view, threshold) for view in means.views}
-    return [by_view[view] for view in views]

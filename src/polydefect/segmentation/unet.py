@@ -15,7 +15,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from polydefect.data.preprocess import resize, to_grey_uint8
-from polydefect.segmentation.base import build_segmenter
 from polydefect.segmentation.postprocess import postprocess
 from polydefect.tasks.fitting import fit_task
 from polydefect.tasks.segmentation import SegmentationTask
@@ -200,19 +199,3 @@ class UNetSegmenter:
         """Read weights written by `save` into the net (built from the same config)."""
         self.net.load_state_dict(load_file(str(path)))
         return self
-
-
-def fit_unet(
-    cfg: Any,
-    train_images: Sequence[np.ndarray],
-    train_masks: Sequence[np.ndarray],
-    val_images: Sequence[np.ndarray] | None,
-    val_masks: Sequence[np.ndarray] | None,
-    workdir: str | Path,
-    trainer_kwargs: Mapping[str, Any] | None = None,
-) -> UNetSegmenter:
-    """Build a `UNetSegmenter` from the `segmenter` config node (conf/segmenter/unet.yaml) and train it."""
-    segmenter = build_segmenter(cfg)
-    if not isinstance(segmenter, UNetSegmenter):
-        raise TypeError(f"segmenter._target_: expected a UNetSegmenter to train, got {type(segmenter).__name__}")
-    return segmenter.fit(train_images, train_masks, val_images, val_masks, workdir, trainer_kwargs)

@@ -1,8 +1,6 @@
-"""Toy segmentation scenes: bright textured ellipses on a dark textured holder, for tests and smoke runs.
+"""Toy segmentation scenes: bright textured ellipses on a dark textured holder, for the segmenter tests.
 
-Small, instant and exact (the masks are the drawn ellipses), unlike the rendered default data; the
-`highlights` option adds specular spots on the background, the case that defeats global thresholds
-in the thesis (figures 3.17, 3.21).
+Small, instant and exact (the masks are the drawn ellipses), unlike the rendered default data.
 """
 
 from __future__ import annotations
@@ -17,9 +15,7 @@ def _texture(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> 
     return noise / max(float(noise.std()), 1e-6)
 
 
-def toy_scene(
-    rng: np.random.Generator, shape: tuple[int, int] = (96, 128), highlights: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
+def toy_scene(rng: np.random.Generator, shape: tuple[int, int] = (96, 128)) -> tuple[np.ndarray, np.ndarray]:
     """One scene: (H, W) uint8 grey image and its (H, W) bool object mask."""
     height, width = shape
     mask = np.zeros(shape, np.uint8)
@@ -27,24 +23,19 @@ def toy_scene(
         centre = (int(rng.uniform(0.3, 0.7) * width), int(rng.uniform(0.3, 0.7) * height))
         axes = (int(rng.uniform(0.1, 0.25) * width), int(rng.uniform(0.1, 0.25) * height))
         cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    xx = np.arange(width, dtype=np.float32)  # broadcasts over the rows
     light = 1.0 + 0.25 * (xx / width - 0.5) * rng.choice([-1, 1])  # uneven illumination across the frame
     background = 45 + 10 * _texture(rng, shape, 2.0)
     part = rng.uniform(150, 190) + 12 * _texture(rng, shape, 1.0)
     image = np.where(mask.astype(bool), part, background) * light
-    if highlights:
-        for _ in range(3):
-            cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-            radius = rng.uniform(0.04, 0.08) * min(height, width)
-            image += 200 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2)) * (1 - mask)
     image += 4 * rng.standard_normal(shape)
     return np.clip(image, 0, 255).astype(np.uint8), mask.astype(bool)
 
 
 def toy_scenes(
-    count: int, shape: tuple[int, int] = (96, 128), highlights: bool = False, seed: int = 0
+    count: int, shape: tuple[int, int] = (96, 128), seed: int = 0
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """`count` scenes from one seed: a list of (H, W) uint8 images and a list of (H, W) bool masks."""
     rng = np.random.default_rng(seed)
-    scenes = [toy_scene(rng, shape, highlights) for _ in range(count)]
+    scenes = [toy_scene(rng, shape) for _ in range(count)]
     return [image for image, _ in scenes], [mask for _, mask in scenes]
