@@ -70,10 +70,12 @@ def test_the_stage_runs_hold_their_metrics_and_artifacts(tiny_run) -> None:
     assert stages["detect"].data.metrics["detect/train_s"] > 0
     assert stages["detect"].data.metrics["detect/infer_img_per_s"] > 0
     assert stages["detect"].data.tags["stage_cache_hit"] == "False"
-    assert {"unet.safetensors", "metrics.json", "overlays"} <= artifact_paths(client, stages["segment"].info.run_id)
+    segment_artifacts = artifact_paths(client, stages["segment"].info.run_id)
+    assert {"unet.safetensors", "metrics.json", "roc.png", "overlays"} <= segment_artifacts
     assert "model/model.safetensors" in artifact_paths(client, stages["detect"].info.run_id, "model")
     evaluation = artifact_paths(client, stages["evaluate"].info.run_id, "evaluation")
     assert {"evaluation/roc.png", "evaluation/image_metrics.csv", "evaluation/thresholds.json"} <= evaluation
+    assert "evaluation/spc_limits.json" in evaluation  # read back by `polydefect.inspect`
     assert "config.yaml" in artifact_paths(client, parent.info.run_id)
 
 

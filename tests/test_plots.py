@@ -11,7 +11,6 @@ from polydefect.evaluation.plots import (
     roc_figure,
     save_figure,
     score_distribution_figure,
-    score_scatter_figure,
 )
 from polydefect.scoring.thresholds import fit_threshold
 
@@ -34,7 +33,6 @@ FIGURES = {
     "distribution": lambda: score_distribution_figure(
         SCORES, LABELS, VIEWS, fit_threshold(SCORES[LABELS == 0], VIEWS[::2], "view")
     ),
-    "scatter": lambda: score_scatter_figure(SCORES, RNG.integers(0, 500, 24), LABELS, [v[-2:] for v in VIEWS]),
     "panels": lambda: reconstruction_panels(*_panels()),
     "panels_thresholded": lambda: reconstruction_panels(*_panels(), threshold=0.05),
 }

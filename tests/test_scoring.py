@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from polydefect.scoring.maps import error_map, smooth
-from polydefect.scoring.scores import image_score, pixels_above
+from polydefect.scoring.scores import image_score
 from polydefect.scoring.thresholds import Threshold, fit_f1_threshold, fit_threshold, fit_view_stats
 
 
@@ -43,8 +43,6 @@ def test_image_scores_reduce_only_the_masked_pixels(reduction, k, expected):
 
 def test_image_scores_without_a_mask_use_the_whole_frame():
     assert image_score(MAP, None, "mean").item() == pytest.approx(25 / 6)
-    assert pixels_above(MAP, None).item() == 5
-    assert pixels_above(MAP, MASK, level=4.0).item() == 2
 
 
 def test_an_empty_object_mask_or_an_unknown_reduction_is_an_error():

@@ -1,4 +1,4 @@
-"""Figures of a detector's results (thesis figures 4.3-4.8, 5.4): each function returns a matplotlib Figure.
+"""Figures of a detector's results (thesis figures 4.3-4.8) and SPC control charts, each a matplotlib Figure.
 
 Figures are built without pyplot (no global state, no display needed); `save_figure` writes a PNG.
 """
@@ -109,25 +109,6 @@ def score_distribution_figure(
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
     ax.set(xlabel="view", ylabel="image score")
     ax.legend(loc="best")
-    return fig
-
-
-def score_scatter_figure(
-    scores: ArrayLike, pixel_counts: ArrayLike, labels: ArrayLike, groups: Sequence[str] | None = None
-) -> Figure:
-    """Score against the number of anomalous pixels, one marker per group (e.g. camera; figure 5.4)."""
-    scores, counts, labels = _np(scores), _np(pixel_counts), _np(labels).astype(bool)
-    group_of = np.array([str(g) for g in groups]) if groups is not None else np.full(len(scores), "all")
-    markers = "o^sDv<>"
-    fig = Figure(figsize=(6, 4.5), layout="constrained")
-    ax = fig.subplots()
-    for index, group in enumerate(sorted(set(group_of))):
-        for defect, colour in ((False, "tab:blue"), (True, "tab:red")):
-            chosen = (group_of == group) & (labels == defect)
-            name = f"{group}, {'defect' if defect else 'good'}"
-            ax.scatter(counts[chosen], scores[chosen], s=14, color=colour, marker=markers[index % 7], label=name)
-    ax.set(xlabel="pixels above zero", ylabel="image score")
-    ax.legend(loc="best", fontsize=8)
     return fig
 
 

@@ -19,7 +19,7 @@ from polydefect.data.io import read_image, read_mask, write_image_atomic
 from polydefect.data.preprocess import to_grey_uint8
 from polydefect.data.sample import optional_path
 from polydefect.data.splits import DataSplits
-from polydefect.evaluation.segmentation_metrics import save_overlay, segmentation_metrics
+from polydefect.evaluation.segmentation_metrics import roc_curve, save_overlay, save_roc_plot, segmentation_metrics
 from polydefect.pipeline.data import data_identity
 from polydefect.pipeline.training import epoch_budget, trainer_kwargs
 from polydefect.segmentation.base import build_segmenter
@@ -88,7 +88,8 @@ def _predict_all(segmenter: Any, table: pd.DataFrame, folder: Path, mean_mask: b
 
 
 def _evaluate_masks(segmenter: Any, test: pd.DataFrame, index: pd.DataFrame, folder: Path) -> dict[str, float]:
-    """Pixel metrics of the predicted test masks against the true ones; overlays of a few test images."""
+    """Pixel metrics of the predicted test masks against the true ones, their ROC curve (figure 4.1), and
+    overlays of a few test images."""
     has_truth = [optional_path(p) is not None for p in test["object_mask_path"]]
     test = test[has_truth]
     if test.empty:
@@ -100,6 +101,7 @@ def _evaluate_masks(segmenter: Any, test: pd.DataFrame, index: pd.DataFrame, fol
     scores = segmenter.score_batch(images)
     result = segmentation_metrics(predicted, truth, scores=scores, views=list(test["view"]))
     pd.DataFrame(result["per_view"]).T.rename_axis("view").to_csv(folder / "per_view_metrics.csv")
+    save_roc_plot({"object pixels": roc_curve(scores, truth)[:2]}, folder / "roc.png", title="Segmentation ROC")
     (folder / "metrics.json").write_text(json.dumps(result["overall"], indent=2))
     overlays = folder / "overlays"
     overlays.mkdir(exist_ok=True)
@@ -131,7 +133,7 @@ def segment(cfg: DictConfig, splits: DataSplits, cache: StageCache) -> SegmentRe
     if mlflow.active_run():
         mlflow.log_metrics({f"segment/test_{k}": float(v) for k, v in metrics.items()})
         mlflow.set_tag("stage_cache_hit", str(hit))
-        for name in ("per_view_metrics.csv", "metrics.json", "unet.safetensors"):
+        for name in ("per_view_metrics.csv", "metrics.json", "roc.png", "unet.safetensors"):
             if (folder / name).is_file():
                 mlflow.log_artifact(str(folder / name))
         if (folder / "overlays").is_dir():

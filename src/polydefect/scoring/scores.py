@@ -54,9 +54,3 @@ def image_score(amap: Tensor, mask: Tensor | None = None, reduction: str = "mean
         keep = torch.arange(ranked.shape[1], device=ranked.device)[None, :] < counts[:, None]
         return (ranked * keep).sum(1) / counts
     raise ValueError(f"scoring.reduction: unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}")
-
-
-def pixels_above(amap: Tensor, mask: Tensor | None = None, level: float = 0.0) -> Tensor:
-    """(B,) number of pixels inside the mask whose anomaly exceeds `level` (x axis of thesis figure 5.4)."""
-    values, valid = _flat(amap, mask)
-    return ((values > level) & valid).sum(1)
