@@ -76,10 +76,6 @@ class SegmentationTask(L.LightningModule):
         self.log("val/f1", self.val_f1, on_epoch=True, batch_size=size)
         self.log("val/iou", self.val_iou, on_epoch=True, batch_size=size)
 
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """(B, 1, S, S) object probabilities."""
-        return torch.sigmoid(self(batch["image"]))
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer(self.net.parameters())
 
