@@ -24,7 +24,7 @@ import bpy
 import numpy as np
 from materials import set_mask_mode
 from pngio import write_grey_png_atomic
-from scene import build_holder, build_rig, configure_render, place_parts, reset_scene, set_pass
+from scene import build_holder, build_rig, configure_render, indicator_knobs, place_parts, reset_scene, set_pass
 
 LUMINANCE = np.array([0.2126, 0.7152, 0.0722], np.float32)
 FOLDERS = {"image": "images", "object_mask": "object_masks", "defect_mask": "defect_masks"}  # thesis layout
@@ -169,7 +169,7 @@ def main() -> None:
                         "defective": defective,
                         "seed": seed,
                         "parts": parts,
-                        "indicator": defective and spec["indicator"],
+                        "indicator_knobs": indicator_knobs(spec, defective),
                         **_record(spec, out, files, scene.camera, rig["light"]),
                     }
                 )

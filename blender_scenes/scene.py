@@ -197,8 +197,17 @@ def _part_mesh(entry: dict, cache: dict) -> tuple[bpy.types.Mesh, tuple | None]:
     return cache[key]
 
 
+def indicator_knobs(spec: dict, defective: bool) -> int:
+    """Knobs of the indicator brick beside a batch: 2 for a defective batch, 1 for a good one, 0 without one."""
+    return (2 if defective else 1) if spec["indicator"] else 0
+
+
 def place_parts(spec: dict, batch: int, defective: bool, cache: dict) -> list[dict]:
-    """Put this batch's parts (and the indicator brick when defective) on the holder; return their records.
+    """Put this batch's parts and the indicator brick on the holder; return the parts' records.
+
+    The indicator stands beside every batch, as on the thesis' bench (figure 1.3): one knob beside a good
+    batch, two beside a defective one. It is background in the object masks, so a segmenter trained on any
+    batch learns to leave it out, and a detector cannot tell a defective batch by its indicator alone.
 
     The jitter of each part and its defects are drawn from a generator seeded by (seed, batch) only, so a
     resumed render rebuilds exactly the same batch.
@@ -259,8 +268,8 @@ def place_parts(spec: dict, batch: int, defective: bool, cache: dict) -> list[di
                 ],
             }
         )
-    if defective and spec["indicator"]:
-        mesh = brick_mesh("indicator", 1, 1)
+    if spec["indicator"]:
+        mesh = brick_mesh("indicator", 1, indicator_knobs(spec, defective))
         material = plastic_material("indicator", spec["material"], [], is_part=False)
         material["polydefect_part"] = True
         mesh.materials.append(material)

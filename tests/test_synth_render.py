@@ -91,7 +91,7 @@ def test_manifest_has_one_record_per_image_with_pose_light_seed_and_parts(scanne
         assert record["frame"] == record["position"]
         assert len(record["camera_pose"]["location_m"]) == 3 and record["light"]["energy_w"] > 0
         assert isinstance(record["seed"], int) and len(record["parts"]) == 6
-        assert record["indicator"] == (record["batch"] == 1)
+        assert record["indicator_knobs"] == (2 if record["batch"] == 1 else 1)  # beside every batch
     left = {(r["batch"], r["position"]): r["camera_pose"]["location_m"] for r in records if r["camera"] == 0}
     right = {(r["batch"], r["position"]): r["camera_pose"]["location_m"] for r in records if r["camera"] == 1}
     baselines = [np.linalg.norm(np.subtract(left[key], right[key])) for key in left]
