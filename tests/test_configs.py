@@ -144,3 +144,16 @@ def test_the_app_prints_the_mixed_experiments_job_config(tmp_path: Path) -> None
     assert cfg.name == "mixed"
     assert list(cfg.data.train_domains) == ["real", "synthetic"]
     assert not (tmp_path / "outputs").exists(), "--cfg must not start a run"
+
+
+def test_mvtec_data_brings_its_preprocessing_and_the_autoencoders_take_whole_images_at_128_px() -> None:
+    feature = compose_with("data=mvtec", "data.root=/data", "model=patchcore")
+    autoencoder = compose_with("data=mvtec", "data.root=/data", "model=cae", "preprocess=mvtec_128")
+    assert feature.preprocess.colour and not feature.preprocess.mask_background and not feature.preprocess.clahe.enabled
+    assert list(feature.preprocess.size) == [256, 256] and feature.preprocess.tile.window == 256
+    # the command line's preprocess wins over the data config's; everything else of data=mvtec stays
+    assert list(autoencoder.preprocess.size) == [128, 128]
+    assert (autoencoder.preprocess.tile.core, autoencoder.preprocess.tile.window) == (128, 128)
+    same = {k: v for k, v in autoencoder.preprocess.items() if k not in ("size", "tile")}
+    assert same == {k: v for k, v in feature.preprocess.items() if k not in ("size", "tile")}
+    assert autoencoder.data == feature.data and autoencoder.scoring == feature.scoring

@@ -1,4 +1,4 @@
-"""Every `+detector=` choice trains, picks its checkpoint and scores through the real pipeline on tiny data.
+"""Every `model=` choice (conf/model) trains, picks its checkpoint and scores through the real pipeline on tiny data.
 
 Detectors differ in what their training logs (a validation loss or none), which decides how the pipeline keeps
 their weights; this runs each one end to end so a detector the sweeps name cannot fail only at full scale.
@@ -33,12 +33,12 @@ SHRINK = {  # smaller inputs and nets for the detectors whose defaults take minu
         "model.max_epochs=2",
     ],
 }
-DETECTORS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "detector").glob("*.yaml"))
+DETECTORS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("detector", DETECTORS)
 def test_the_detector_runs_end_to_end_and_its_run_finishes(detector: str, tmp_path: Path) -> None:
-    cfg = compose_tiny(tmp_path, f"+detector={detector}", *SHRINK.get(detector, []), f"name=tiny_{detector}")
+    cfg = compose_tiny(tmp_path, f"model={detector}", *SHRINK.get(detector, []), f"name=tiny_{detector}")
     metrics = run(cfg)
     assert 0.0 <= metrics["test/global/image_auroc"] <= 1.0
     assert MlflowClient(cfg.mlflow.tracking_uri).get_run(metrics["run_id"]).info.status == "FINISHED"

@@ -38,7 +38,7 @@ def mvtec_run(magnetic_tile: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     data = copy_subset(magnetic_tile, root / "data")
     overrides = [
         "+experiment=magnetic_tile",
-        "+detector=patchcore",
+        "model=patchcore",
         f"data.root={data}",
         "data.batch_size=4",
         "preprocess.size=[96,96]",

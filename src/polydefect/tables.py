@@ -62,12 +62,17 @@ class Table:
 
 
 # The sweep behind each table, printed under it (then `python -m polydefect.tables`).
+MAGNETIC_TILE_COMMANDS = (
+    "python -m polydefect -m +experiment=magnetic_tile data.root=<MVTec-layout folder> && "
+    "python -m polydefect -m +experiment=magnetic_tile data.root=<MVTec-layout folder> model=cae,dae "
+    "preprocess=mvtec_128"
+)
 COMMANDS = {
     "table_1_1": "python -m polydefect -m +experiment=table_1_1",
     "table_4_1": "python -m polydefect -m +experiment=table_4_1",
     "anomaly_default": "python -m polydefect -m +experiment=real,synthetic,mixed budget=full",
-    "magnetic_tile": "python -m polydefect -m +experiment=magnetic_tile data.root=<MVTec-layout folder>",
-    "magnetic_tile_by_type": "python -m polydefect -m +experiment=magnetic_tile data.root=<MVTec-layout folder>",
+    "magnetic_tile": MAGNETIC_TILE_COMMANDS,
+    "magnetic_tile_by_type": MAGNETIC_TILE_COMMANDS,
 }
 
 
@@ -187,7 +192,8 @@ def anomaly_default(runs: list[Run]) -> Table:
 
 
 def detector_cell(run: Run) -> tuple | None:
-    """(detector,) of a run on MVTec-layout data: its `+detector=` choice, else its model."""
+    """(detector,) of a run on MVTec-layout data: its model (`choice.detector` in runs made before the
+    `detector` group was folded into `model` and `preprocess=mvtec_128`)."""
     tags = run.data.tags
     if tags.get("variant") != "mvtec":
         return None

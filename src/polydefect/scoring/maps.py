@@ -60,7 +60,10 @@ def _gaussian_blur(amap: Tensor, sigma: float) -> Tensor:
     line = line / line.sum()
     height, width = amap.shape[-2:]
     if min(height, width) <= radius:
-        raise ValueError(f"scoring.smooth_sigma {sigma} is too wide for maps of {height}x{width} px")
+        raise ValueError(
+            f"smoothing sigma {sigma} (detect.map_sigma, or the model's model.sigma) is too wide for maps of "
+            f"{height}x{width} px"
+        )
     padded = F.pad(amap, (radius, radius, radius, radius), mode="reflect")
     blurred = F.conv2d(padded, line.view(1, 1, 1, -1))
     return F.conv2d(blurred, line.view(1, 1, -1, 1))

@@ -88,13 +88,13 @@ def fit_control_limits(
 
     Args:
         totals: table from `totals_table` (columns batch, view, total).
-        reference_batches: `scoring.spc.reference`: the good batches the limits come from.
+        reference_batches: the good batches the limits come from (`reference_batches` of a score table).
         sigma: `scoring.spc.sigma`: width of the control limit in reference standard deviations.
     """
     batches = sorted(totals["batch"].unique()) if reference_batches is None else sorted(reference_batches)
     reference = totals[totals["batch"].isin(batches)]
     if reference.empty:
-        raise ValueError(f"scoring.spc.reference: none of the batches {batches} is in the table")
+        raise ValueError(f"SPC reference batches {batches}: none of them is in the table")
     grouped = reference.groupby("view")["total"]
     minimum, mean, std = grouped.min(), grouped.mean(), grouped.std(ddof=0)
     flat = std[~(std > 0)]

@@ -110,7 +110,7 @@ def fit_threshold(
     Args:
         train_scores: (N,) scores of the good reference images.
         views: (N,) view keys; needed for `by="view"`.
-        by: `scoring.threshold.by`: "global" (one value for all views) or "view" (one per view).
+        by: "global" (one value for all views) or "view" (one per view); the evaluate stage fits both.
         method: "max" (thesis 4.3), "median" (figure 5.3) or "quantile".
         quantile: the quantile for `method="quantile"`.
     """
@@ -120,10 +120,10 @@ def fit_threshold(
         return Threshold("global", label, {ALL_VIEWS: _statistic(scores, method, quantile)})
     if by == "view":
         if views is None:
-            raise ValueError("scoring.threshold.by=view needs the view of every training image")
+            raise ValueError("a per-view threshold (by='view') needs the view of every reference image")
         values = {view: _statistic(group, method, quantile) for view, group in _by_view(scores, views).items()}
         return Threshold("per_view", label, values)
-    raise ValueError(f"scoring.threshold.by: unknown choice {by!r}; choose one of {list(BY)}")
+    raise ValueError(f"fit_threshold(by={by!r}): unknown choice; choose one of {list(BY)}")
 
 
 def fit_f1_threshold(val_scores: Tensor | Sequence[float], val_labels: Tensor | Sequence[int]) -> Threshold:
