@@ -12,40 +12,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
-PREPROCESSING = {  # conf/ablation choice -> Table 1.1 row label
-    "segmented": "Segmented",
-    "clahe": "Segmented and Contrast Enhanced",
-    "clahe_augmented": "Segmented, Contrast Enhanced and Augmented",
-}
-THESIS_1_1 = {  # (model, ablation) -> (F1, AUCROC), Table 1.1
-    ("dae", "segmented"): (0.29, 0.63),
-    ("dae", "clahe"): (0.54, 0.77),
-    ("dae", "clahe_augmented"): (0.68, 0.92),
-    ("cae", "segmented"): (0.55, 0.82),
-    ("cae", "clahe"): (0.59, 0.91),
-    ("cae", "clahe_augmented"): (0.70, 0.96),
-}
-SEGBENCH = {  # conf/segbench choice -> (segmenter, train_data)
-    "unet_synthetic": ("unet", "synthetic"),
-    "unet_real": ("unet", "real"),
-    "unet_mixed": ("unet", "mixed"),
-    "otsu": ("otsu", "none"),
-    "kmeans": ("kmeans", "none"),
-    "watershed": ("watershed", "none"),
-}
-THESIS_4_1 = {  # train_data -> (precision, recall, F1, AUC) of the U-Net, Table 4.1
-    "synthetic": (0.734, 0.433, 0.55, 0.69),
-    "real": (0.968, 0.999, 0.98, 0.97),
-    "mixed": (0.991, 0.991, 0.99, 0.99),
-}
-THESIS_ANOMALY_AUROC = {"real": 0.53, "synthetic": 0.54, "mixed": 0.51}  # CAE, section 4.3.2 / figure 4.6
+THESIS_NUMBERS = Path("experiments/thesis_numbers.yaml")  # the default of --thesis-numbers
 TRAIN_DATA = ("real", "synthetic", "mixed")
 THRESHOLDS = ("global", "per_view", "val_f1")
 SEGMENT_METRICS = ("precision", "recall", "f1", "auc", "iou")
@@ -118,37 +94,44 @@ def tag_cell(*names: str) -> Callable[[Run], tuple | None]:
     return cell
 
 
-def table_1_1(runs: list[Run]) -> Table:
+def load_thesis_numbers(path: Path) -> dict[str, Any]:
+    """The thesis' published numbers and the config choices of its table rows (experiments/thesis_numbers.yaml)."""
+    if not path.is_file():
+        raise SystemExit(f"--thesis-numbers: {path} does not exist (run from the repository root, or point at it)")
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
+def table_1_1(runs: list[Run], thesis: dict[str, Any]) -> Table:
     """Table 1.1: DAE and CAE x preprocessing (conf/ablation); F1 and AUROC with the global threshold."""
     cells = latest(runs, tag_cell("choice.model", "choice.ablation"))
     rows = []
-    for (model, ablation), (thesis_f1, thesis_auroc) in THESIS_1_1.items():
-        run = cells.get((model, ablation))
+    for row in thesis["rows"]:
+        run = cells.get((row["model"], row["ablation"]))
         rows.append(
             {
-                "model": model.upper(),
-                "preprocessing": PREPROCESSING[ablation],
+                "model": row["model"].upper(),
+                "preprocessing": thesis["preprocessing"][row["ablation"]],
                 "f1": metric(run, "test/global/f1"),
                 "auroc": metric(run, "test/global/image_auroc"),
-                "thesis_f1": thesis_f1,
-                "thesis_auroc": thesis_auroc,
+                "thesis_f1": row["f1"],
+                "thesis_auroc": row["auroc"],
                 "run_id": run_id(run),
             }
         )
     return Table("table_1_1", "Table 1.1: DAE and CAE, trained and tested on real data", pd.DataFrame(rows))
 
 
-def table_4_1(runs: list[Run]) -> Table:
+def table_4_1(runs: list[Run], published: dict[str, Any]) -> Table:
     """Table 4.1: object segmentation of the real test batches by the U-Net (per training data) and baselines."""
     cells = latest(runs, tag_cell("choice.segbench"))
     rows = []
-    for bench, (segmenter, train_data) in SEGBENCH.items():
-        run = cells.get((bench,))
-        thesis = dict(zip(("precision", "recall", "f1", "auc"), THESIS_4_1.get(train_data, ()), strict=False))
+    for row in published["rows"]:
+        run = cells.get((row["segbench"],))
+        thesis = published["unet"].get(row["train_data"], {}) if row["segmenter"] == "unet" else {}
         rows.append(
             {
-                "segmenter": segmenter,
-                "train_data": train_data,
+                "segmenter": row["segmenter"],
+                "train_data": row["train_data"],
                 **{m: metric(run, f"segment/test_{m}") for m in SEGMENT_METRICS},
                 **{f"thesis_{m}": thesis.get(m, math.nan) for m in ("precision", "recall", "f1", "auc")},
                 "run_id": run_id(run),
@@ -166,7 +149,7 @@ def default_anomaly_cell(run: Run) -> tuple | None:
     return None
 
 
-def anomaly_default(runs: list[Run]) -> Table:
+def anomaly_default(runs: list[Run], thesis_auroc: dict[str, float]) -> Table:
     """Image-level detection with the default settings, per model, training data and threshold rule."""
     cells = latest(runs, default_anomaly_cell)
     models = sorted({model for model, _ in cells} | {"cae"})
@@ -174,7 +157,7 @@ def anomaly_default(runs: list[Run]) -> Table:
     for model in models:
         for train_data in TRAIN_DATA:
             run = cells.get((model, train_data))
-            thesis = THESIS_ANOMALY_AUROC[train_data] if model == "cae" else math.nan
+            thesis = thesis_auroc[train_data] if model == "cae" else math.nan
             for threshold in THRESHOLDS:
                 rows.append(
                     {
@@ -269,17 +252,18 @@ def to_markdown(table: Table, source: str) -> str:
     return "\n".join(lines)
 
 
-def write_tables(tracking_uri: str, experiment: str, out: Path) -> list[Path]:
+def write_tables(tracking_uri: str, experiment: str, out: Path, thesis_numbers: Path = THESIS_NUMBERS) -> list[Path]:
     """Build every table from the experiment's runs and write `<name>.md` and `<name>.csv` into `out`."""
     client = MlflowClient(tracking_uri)
     runs = parent_runs(client, experiment)
+    thesis = load_thesis_numbers(thesis_numbers)
     log.info("%d finished runs in %s, experiment %s", len(runs), tracking_uri, experiment)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for table in (
-        table_1_1(runs),
-        table_4_1(runs),
-        anomaly_default(runs),
+        table_1_1(runs, thesis["table_1_1"]),
+        table_4_1(runs, thesis["table_4_1"]),
+        anomaly_default(runs, thesis["anomaly_auroc"]),
         magnetic_tile(client, runs),
         magnetic_tile_by_type(runs),
     ):
@@ -294,9 +278,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default: %(default)s)")
     parser.add_argument("--experiment", default="polydefect", help="MLflow experiment (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("experiments/tables"), help="folder (default: %(default)s)")
+    parser.add_argument(
+        "--thesis-numbers", type=Path, default=THESIS_NUMBERS, help="the thesis' numbers (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for path in write_tables(args.tracking_uri, args.experiment, args.out):
+    for path in write_tables(args.tracking_uri, args.experiment, args.out, args.thesis_numbers):
         print(path)
 
 
