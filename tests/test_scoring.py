@@ -77,7 +77,7 @@ def test_a_per_view_threshold_refuses_views_it_never_saw():
         threshold.predict([1.0], ["c"])
     with pytest.raises(ValueError, match="view of every image"):
         threshold.predict([1.0])
-    with pytest.raises(ValueError, match=r"scoring\.threshold\.by"):
+    with pytest.raises(ValueError, match=r"fit_threshold\(by=.camera.\): unknown choice"):
         fit_threshold(TRAIN, VIEWS, by="camera")
 
 
