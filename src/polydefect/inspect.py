@@ -23,6 +23,7 @@ from polydefect.data.io import read_image, write_image_atomic
 from polydefect.data.layout import discover
 from polydefect.data.preprocess import to_grey_uint8
 from polydefect.data.sample import LazySamples
+from polydefect.data.validate import validate_tables
 from polydefect.pipeline.evaluate import SPC_LIMITS
 from polydefect.pipeline.run import RUN_FILE
 from polydefect.reporting.html import render_report
@@ -137,8 +138,9 @@ def batch_nqi(pipeline: TrainedPipeline, scored: pd.DataFrame) -> tuple[pd.DataF
 def inspect_folder(cfg: DictConfig, out: Path) -> Path:
     """Score every image under `cfg.data.root` and write report.html, report.csv and the overlays into `out`."""
     run_id, tracking_uri = locate_run(str(cfg.run), cfg.mlflow.tracking_uri)
-    pipeline = download_pipeline(run_id, tracking_uri, out / "pipeline")
     table = discover(cfg.data.root, cfg.data.layout)
+    validate_tables([table])  # a bad file stops the inspection before anything is downloaded or written
+    pipeline = download_pipeline(run_id, tracking_uri, out / "pipeline")
     log.info("Scoring %d images of %s with run %s", len(table), cfg.data.root, run_id)
     table = table.assign(predicted_mask_path=object_masks(pipeline, table, out / "masks"))
     samples = LazySamples(table, pipeline.cfg.preprocess)

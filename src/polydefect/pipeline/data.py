@@ -1,4 +1,4 @@
-"""Data stage: find (or render) the real and synthetic images and split them into train / val / test tables."""
+"""Data stage: find (or render) the real and synthetic images, split them into train / val / test tables, check them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import mlflow
 from omegaconf import DictConfig
 
 from polydefect.data.splits import DataSplits, make_splits
+from polydefect.data.validate import validate_tables
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,17 @@ def domain_roots(cfg: DictConfig) -> dict[str, Path]:
     return roots
 
 
-def prepare_data(cfg: DictConfig) -> DataSplits:
-    """Resolve the folders and split them; logs the counts of the nested MLflow run when one is active."""
+def prepare_data(cfg: DictConfig) -> tuple[DataSplits, dict[str, Path]]:
+    """The run's splits and the folder of each domain, every file checked: bad input stops the run here,
+    before its MLflow run, output folder or any stage cache entry exists."""
     roots = domain_roots(cfg)
     splits = make_splits(cfg.data, roots, cfg.seed)
+    validate_tables((splits.train, splits.val, splits.test))
+    return splits, roots
+
+
+def log_data(splits: DataSplits, roots: dict[str, Path]) -> None:
+    """Log the split sizes and resolved folders, to the nested `data` stage run when one is active."""
     counts = {
         "data/train_images": len(splits.train),
         "data/val_images": len(splits.val),
@@ -52,4 +60,3 @@ def prepare_data(cfg: DictConfig) -> DataSplits:
     if mlflow.active_run():
         mlflow.log_metrics(counts)
         mlflow.log_params({f"data.resolved_root.{k}": str(v) for k, v in roots.items()})
-    return splits

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from polydefect import tracking
 from polydefect.allocator import reuse_freed_memory
-from polydefect.pipeline.data import prepare_data
+from polydefect.pipeline.data import log_data, prepare_data
 from polydefect.pipeline.detect import detect
 from polydefect.pipeline.evaluate import evaluate
 from polydefect.pipeline.segment import SegmentResult, segment
@@ -54,6 +54,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     reuse_freed_memory(cfg.reuse_freed_memory)
+    splits, roots = prepare_data(cfg)  # bad input stops the run here, before anything is written
     cache = StageCache(cfg.paths.cache_dir)
     output_dir = Path(cfg.paths.output_dir)
     metrics: dict[str, Any] = {}
@@ -63,7 +64,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         run_file = {"run_id": parent.info.run_id, "tracking_uri": tracking.absolute_uri(cfg.mlflow.tracking_uri)}
         (output_dir / RUN_FILE).write_text(json.dumps(run_file, indent=2))
         with tracking.stage_run("data"):
-            splits = prepare_data(cfg)
+            log_data(splits, roots)
         masks = SegmentResult(key="none")
         if "segment" in cfg.stages:
             with tracking.stage_run("segment"):
