@@ -41,20 +41,19 @@ def assert_nothing_written(cfg: DictConfig) -> None:
     assert not Path(cfg.paths.output_dir).exists()
 
 
-def test_a_truncated_test_image_stops_the_run_before_mlflow(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("relative", "spoil", "message"),
+    [
+        ("batch_01/images/p01_c0.png", truncate, "not a readable image"),  # batch 1 is a test batch
+        ("batch_03/object_masks/p02_c1.png", resize_file, "mask is 104x64 but its image is 96x64"),
+    ],
+    ids=["truncated_test_image", "wrong_sized_mask"],
+)
+def test_one_bad_file_stops_the_run_before_mlflow(tmp_path: Path, relative: str, spoil, message: str) -> None:
     cfg = compose_tiny(tmp_path)
-    bad = Path(cfg.data.root) / "batch_01" / "images" / "p01_c0.png"  # batch 1 is a test batch
-    truncate(bad)
-    with pytest.raises(ImageReadError, match=rf"{bad}: not a readable image"):
-        run(cfg)
-    assert_nothing_written(cfg)
-
-
-def test_a_wrong_sized_object_mask_stops_the_run_before_mlflow(tmp_path: Path) -> None:
-    cfg = compose_tiny(tmp_path)
-    bad = Path(cfg.data.root) / "batch_03" / "object_masks" / "p02_c1.png"
-    resize_file(bad)
-    with pytest.raises(ImageReadError, match=rf"{bad}: mask is 104x64 but its image is 96x64"):
+    bad = Path(cfg.data.root) / relative
+    spoil(bad)
+    with pytest.raises(ImageReadError, match=rf"{bad}: {message}"):
         run(cfg)
     assert_nothing_written(cfg)
 
