@@ -1,12 +1,14 @@
-"""The stage cache: keys follow the config, the data files and the code; finished results are reused and unfinished
-ones resume."""
+"""The stage cache: keys follow the config, the data files and the code; finished results are reused (naming the
+run that built them) and unfinished ones resume."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
 
+import mlflow
 import pytest
 from helpers.cache import replace_image
 from helpers.tiny import compose_tiny
@@ -17,7 +19,7 @@ from polydefect.config import DataConfig
 from polydefect.data.splits import DataSplits, make_splits
 from polydefect.pipeline.detect import detect_key
 from polydefect.pipeline.segment import segment_key
-from polydefect.stage_cache import StageCache, StageKey, config_key, data_fingerprint
+from polydefect.stage_cache import BUILT_BY_TAG, StageCache, StageKey, config_key, data_fingerprint, read_provenance
 
 FILES = ("image_path", "object_mask_path", "defect_mask_path")
 
@@ -164,3 +166,19 @@ def test_a_new_polydefect_version_changes_both_keys(
     monkeypatch.setattr(stage_cache, "polydefect_version", lambda: "99.0")
     new_segment, new_detect = stage_keys(*tiny)
     assert new_segment != segment and new_detect != detect
+
+
+def test_a_built_stage_records_its_run_and_a_reuse_names_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("stage_cache")
+    cache, key = StageCache(tmp_path / "cache"), StageKey({"segmenter": {"name": "otsu"}, "seed": 42})
+    with mlflow.start_run() as builder:
+        folder, _ = cache.build("segment", key, lambda folder: None)
+    built = read_provenance(folder)
+    assert built["run_id"] == builder.info.run_id and built["key"] == key.digest
+    assert built["parts"] == {"segmenter": config_key({"name": "otsu"}), "seed": 42}
+    assert built["polydefect"] == stage_cache.polydefect_version()
+    with caplog.at_level(logging.INFO, "polydefect.stage_cache"), mlflow.start_run() as reuser:
+        assert cache.build("segment", key, lambda folder: None) == (folder, True)
+    assert f"Stage segment: reusing cached result {folder} built by run {builder.info.run_id} at" in caplog.text
+    assert mlflow.get_run(reuser.info.run_id).data.tags[BUILT_BY_TAG] == builder.info.run_id

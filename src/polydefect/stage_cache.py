@@ -2,7 +2,8 @@
 
 A sweep over autoencoder settings then reuses the trained segmenter, and a stopped sweep resumes: a stage's
 folder is built under `.<key>.partial` (kept after a crash, so training can resume from its last checkpoint)
-and renamed into place only when complete.
+and renamed into place only when complete, with a `provenance.json` saying which run built it, when, and from
+which key parts.
 
 A key (`StageKey`) hashes named parts of three kinds:
 
@@ -32,9 +33,11 @@ import json
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
@@ -47,9 +50,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DONE = ".complete"
+PROVENANCE = "provenance.json"
 FINGERPRINTS = ("stat", "content")  # `data.fingerprint`: how a data file enters a key
 ROLES = ("train", "val", "test")
 SRC = Path(__file__).resolve().parent  # the polydefect package, whose modules the code fingerprint reads
+BUILT_BY_TAG = "stage_cache_built_by"
 
 
 def _plain(part: Any) -> Any:
@@ -72,6 +77,11 @@ class StageKey:
     @cached_property
     def digest(self) -> str:
         return config_key(*self.parts.values())
+
+    def summary(self) -> dict[str, Any]:
+        """Short parts as they are and the others as their own hash: two builds' provenance shows which differed."""
+        short = (str, int, float, bool)
+        return {k: v if isinstance(v, short) and len(str(v)) <= 80 else config_key(v) for k, v in self.parts.items()}
 
 
 def _file_stat(path: str) -> str:
@@ -178,6 +188,37 @@ def code_fingerprint(module: str, *configs: Any) -> str:
     return f"polydefect {polydefect_version()}, {len(sources)} modules {digest.hexdigest()[:16]}"
 
 
+def read_provenance(folder: Path) -> dict[str, Any]:
+    """Who built a stage folder, or {} for one built before provenance was recorded."""
+    path = folder / PROVENANCE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _tag_built_by(run_id: str) -> None:
+    """Name the run that built a stage's folder on the active MLflow run, if any. mlflow is imported here and in
+    `_provenance`: `python -m polydefect.cache` lists folders without loading it (a second to import)."""
+    import mlflow
+
+    if mlflow.active_run():
+        mlflow.set_tag(BUILT_BY_TAG, run_id)
+
+
+def _provenance(stage: str, key: StageKey) -> dict[str, Any]:
+    import mlflow
+
+    run = mlflow.active_run()
+    return {
+        "stage": stage,
+        "key": key.digest,
+        "run_id": run.info.run_id if run else None,
+        "parent_run_id": run.data.tags.get("mlflow.parentRunId") if run else None,
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "polydefect": polydefect_version(),
+        "parts": key.summary(),
+    }
+
+
 class StageCache:
     """Folders of finished stage outputs, `root/<stage>/<key>/`."""
 
@@ -194,6 +235,14 @@ class StageCache:
     def is_complete(self, stage: str, key: str) -> bool:
         return (self.path(stage, key) / DONE).is_file()
 
+    def _reuse(self, stage: str, folder: Path, how: str) -> tuple[Path, bool]:
+        """Report which run built the reused folder, in the log and as a tag of the active MLflow run."""
+        built = read_provenance(folder)
+        run_id, built_at = built.get("run_id") or "unknown", built.get("built_at", "an unknown time")
+        log.info("Stage %s: %s %s built by run %s at %s", stage, how, folder, run_id, built_at)
+        _tag_built_by(run_id)
+        return folder, True
+
     def build(self, stage: str, key: StageKey, make: Callable[[Path], None]) -> tuple[Path, bool]:
         """Return the stage's folder, running `make(folder)` only if no complete one exists.
 
@@ -203,21 +252,22 @@ class StageCache:
         digest = key.digest
         final = self.path(stage, digest)
         if self.is_complete(stage, digest):
-            log.info("Stage %s: reusing cached result %s", stage, final)
-            return final, True
+            return self._reuse(stage, final, "reusing cached result")
         work = self.partial_path(stage, digest)
         work.parent.mkdir(parents=True, exist_ok=True)
         with open(work.parent / f".{digest}.lock", "a") as lock:
             # parallel jobs (joblib, SLURM array tasks) needing the same stage: one builds it, the others wait
             fcntl.lockf(lock, fcntl.LOCK_EX)
             if self.is_complete(stage, digest):
-                log.info("Stage %s: reusing the result a parallel job built %s", stage, final)
-                return final, True
+                return self._reuse(stage, final, "reusing the result a parallel job built")
             if work.exists():
                 log.info("Stage %s: resuming partial result %s", stage, work)
             work.mkdir(exist_ok=True)
             make(work)
+            provenance = _provenance(stage, key)
+            (work / PROVENANCE).write_text(json.dumps(provenance, indent=2))
             (work / DONE).write_text(digest)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(work, final)
+        _tag_built_by(provenance["run_id"])
         return final, False
