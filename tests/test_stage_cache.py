@@ -1,16 +1,18 @@
 """The stage cache: keys follow the config, the data files and the code; finished results are reused (naming the
-run that built them) and unfinished ones resume."""
+run that built them), unfinished ones resume, and a key's lock holds even when `cache clear` deletes its file."""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
-from helpers.cache import replace_image
+from helpers.cache import hold_lock, replace_image
 from helpers.tiny import compose_tiny
 from omegaconf import DictConfig, OmegaConf
 
@@ -182,3 +184,21 @@ def test_a_built_stage_records_its_run_and_a_reuse_names_it(tmp_path: Path, capl
         assert cache.build("segment", key, lambda folder: None) == (folder, True)
     assert f"Stage segment: reusing cached result {folder} built by run {builder.info.run_id} at" in caplog.text
     assert mlflow.get_run(reuser.info.run_id).data.tags[BUILT_BY_TAG] == builder.info.run_id
+
+
+def test_a_job_waiting_on_a_lock_file_that_is_deleted_locks_the_new_one(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path)
+    lock = cache.lock_path("detect", "k")
+    lock.parent.mkdir(parents=True)
+    holder, seen = hold_lock(lock), []
+
+    def wait_for_the_lock() -> None:
+        with cache.locked("detect", "k") as held:
+            seen.append((held, lock.exists()))
+
+    waiter = threading.Thread(target=wait_for_the_lock)
+    waiter.start()
+    time.sleep(0.5)  # the waiter blocks on the old file
+    holder.communicate("go\n", timeout=30)
+    waiter.join(timeout=30)
+    assert seen == [(True, True)]

@@ -27,6 +27,7 @@ A key (`StageKey`) hashes named parts of three kinds:
 from __future__ import annotations
 
 import ast
+import errno
 import fcntl
 import hashlib
 import json
@@ -36,6 +37,7 @@ import shutil
 import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -219,6 +221,25 @@ def _provenance(stage: str, key: StageKey) -> dict[str, Any]:
     }
 
 
+def _lock(handle: Any, wait: bool) -> bool:
+    """Lock the open file exclusively; False where another process holds it and `wait` is False."""
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EAGAIN):
+            raise
+        return False
+    return True
+
+
+def _still_at(path: Path, handle: Any) -> bool:
+    """Whether the open file `handle` is still the file at `path` (not deleted, nor replaced)."""
+    try:
+        return os.path.samefile(path, handle.fileno())
+    except FileNotFoundError:
+        return False
+
+
 class StageCache:
     """Folders of finished stage outputs, `root/<stage>/<key>/`."""
 
@@ -232,8 +253,28 @@ class StageCache:
         """Where an unfinished stage writes; it survives a crash so the next run can resume."""
         return self.root / stage / f".{key}.partial"
 
+    def lock_path(self, stage: str, key: str) -> Path:
+        return self.root / stage / f".{key}.lock"
+
     def is_complete(self, stage: str, key: str) -> bool:
         return (self.path(stage, key) / DONE).is_file()
+
+    @contextmanager
+    def locked(self, stage: str, key: str, wait: bool = True) -> Iterator[bool]:
+        """Hold the key's lock (fcntl: it also holds across a cluster's hosts on NFS); yields False at once if
+        another process holds it and `wait` is False.
+
+        The lock file is checked to still be the one at its path once locked: `cache clear` deletes the lock files
+        it holds, and a job that opened one before must not build under a lock no later job can see.
+        """
+        path = self.lock_path(stage, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            with open(path, "a") as handle:
+                held = _lock(handle, wait)
+                if not held or _still_at(path, handle):
+                    yield held
+                    return
 
     def _reuse(self, stage: str, folder: Path, how: str) -> tuple[Path, bool]:
         """Report which run built the reused folder, in the log and as a tag of the active MLflow run."""
@@ -254,10 +295,8 @@ class StageCache:
         if self.is_complete(stage, digest):
             return self._reuse(stage, final, "reusing cached result")
         work = self.partial_path(stage, digest)
-        work.parent.mkdir(parents=True, exist_ok=True)
-        with open(work.parent / f".{digest}.lock", "a") as lock:
-            # parallel jobs (joblib, SLURM array tasks) needing the same stage: one builds it, the others wait
-            fcntl.lockf(lock, fcntl.LOCK_EX)
+        # parallel jobs (joblib, SLURM array tasks) needing the same stage: one builds it, the others wait
+        with self.locked(stage, digest):
             if self.is_complete(stage, digest):
                 return self._reuse(stage, final, "reusing the result a parallel job built")
             if work.exists():

@@ -1,8 +1,10 @@
-"""Changing a data file as a user would."""
+"""Changing a data file as a user would, and holding a stage's lock from another process as a running job does."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -13,3 +15,17 @@ def replace_image(path: Path) -> None:
     before = path.stat().st_mtime_ns
     cv2.imwrite(str(path), 255 - cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
     os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+def hold_lock(path: Path) -> subprocess.Popen:
+    """Another process holding the fcntl lock on `path` (fcntl locks are per process) until told, by a line on its
+    stdin, to delete the file and exit."""
+    holder = (
+        "import fcntl, os, sys; handle = open(sys.argv[1], 'a'); fcntl.lockf(handle, fcntl.LOCK_EX); print('held',"
+        " flush=True); sys.stdin.readline(); os.unlink(sys.argv[1])"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", holder, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline() == "held\n"
+    return process
