@@ -10,7 +10,8 @@ from helpers.cache import hold_lock
 from helpers.tiny import compose_app
 
 from polydefect.cache import default_root, main
-from polydefect.stage_cache import StageCache, StageKey
+from polydefect.stage_cache import StageCache
+from polydefect.stage_keys import StageKey
 
 SEGMENT, DETECT, STOPPED = StageKey({"stage": "segment"}), StageKey({"stage": "detect"}), StageKey({"stage": "stop"})
 

@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from polydefect.scoring.maps import ERRORS
 from polydefect.scoring.scores import REDUCTIONS
 from polydefect.scoring.thresholds import METHODS, REFERENCE_SPLITS
-from polydefect.stage_cache import FINGERPRINTS
+from polydefect.stage_keys import FINGERPRINTS
 
 # Choices as enums: a misspelt value (scoring.reduction=maxx) fails at start naming the key and the choices,
 # not after training. StrEnum members are their strings, so the code and the stage-cache keys see plain values;

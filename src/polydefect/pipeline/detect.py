@@ -24,12 +24,14 @@ from polydefect.pipeline.artifacts import score_test
 from polydefect.pipeline.data import data_identity
 from polydefect.pipeline.training import epoch_budget, trainer_kwargs
 from polydefect.scoring.stream import check_finite_scores, score_only
-from polydefect.stage_cache import StageCache, StageKey, code_fingerprint, data_fingerprint
+from polydefect.stage_cache import StageCache
+from polydefect.stage_keys import StageKey, data_fingerprint, stage_key
 from polydefect.tasks.base import DetectorTask, build_detector
 from polydefect.tasks.fitting import fit_task
 
 log = logging.getLogger(__name__)
-READS = ("image_path", "object_mask_path", "defect_mask_path")  # the sample-table columns of the files read here
+# the sample-table columns of the files read here: a predicted mask (the segment stage's) replaces the object mask
+READS = ("image_path", "object_mask_path", "predicted_mask_path", "defect_mask_path")
 
 
 @dataclass
@@ -43,24 +45,22 @@ class DetectResult:
 
 
 def detect_key(cfg: DictConfig, splits: DataSplits, segment_key: str) -> StageKey:
-    """What determines the scores: the masks (the segment stage's key), the images and their masks,
-    preprocessing, augmentation, the model and its training, how maps become scores, and the code (thresholds
-    and SPC limits are the evaluate stage's: changing them retrains nothing)."""
-    return StageKey(
-        {
-            "segment": segment_key,
-            "preprocess": cfg.preprocess,
-            "augment": cfg.augment,
-            "model": cfg.model,
-            "detect": cfg.detect,
-            "scoring": {name: cfg.scoring[name] for name in ("error", "reduction", "k")},
-            "trainer": cfg.trainer,
-            "data": data_identity(cfg),
-            "seed": cfg.seed,
-            "files": data_fingerprint(splits, READS, cfg.data.fingerprint),
-            "code": code_fingerprint(__name__, cfg.model, cfg.augment),
-        }
-    )
+    """What determines the scores: the segment stage's key, the images and the masks they are read with (the
+    predicted ones, so a segment stage rebuilt under the same key retrains), preprocessing, augmentation, the
+    model and its training, how maps become scores, and the code (thresholds and SPC limits are the evaluate
+    stage's: changing them retrains nothing)."""
+    settings = {
+        "segment": segment_key,
+        "preprocess": cfg.preprocess,
+        "augment": cfg.augment,
+        "model": cfg.model,
+        "detect": cfg.detect,
+        "scoring": {name: cfg.scoring[name] for name in ("error", "reduction", "k")},
+        "trainer": cfg.trainer,
+        "data": data_identity(cfg),
+        "seed": cfg.seed,
+    }
+    return stage_key(__name__, settings, data_fingerprint(splits, READS, cfg.data.fingerprint))
 
 
 def reconstruction_datamodule(

@@ -24,7 +24,8 @@ from polydefect.pipeline.data import data_identity
 from polydefect.pipeline.training import epoch_budget, trainer_kwargs
 from polydefect.segmentation.base import build_segmenter
 from polydefect.segmentation.mean_mask import MeanMask
-from polydefect.stage_cache import StageCache, StageKey, code_fingerprint, data_fingerprint
+from polydefect.stage_cache import StageCache
+from polydefect.stage_keys import StageKey, data_fingerprint, stage_key
 
 log = logging.getLogger(__name__)
 CHUNK = 16  # images per prediction batch: bounds memory whatever the data set's size
@@ -51,19 +52,16 @@ class SegmentResult:
 def segment_key(cfg: DictConfig, splits: DataSplits) -> StageKey:
     """What determines the masks: the data settings, the images and object masks, the segmenter and its training,
     the seed, and the code that computes them."""
-    return StageKey(
-        {
-            "data": data_identity(cfg),
-            "render": cfg.render,
-            "segmenter": cfg.segmenter,
-            "segment": cfg.segment,
-            "augment": cfg.augment,
-            "trainer": cfg.trainer,
-            "seed": cfg.seed,
-            "files": data_fingerprint(splits, READS, cfg.data.fingerprint),
-            "code": code_fingerprint(__name__, cfg.segmenter, cfg.augment),
-        }
-    )
+    settings = {
+        "data": data_identity(cfg),
+        "render": cfg.render,
+        "segmenter": cfg.segmenter,
+        "segment": cfg.segment,
+        "augment": cfg.augment,
+        "trainer": cfg.trainer,
+        "seed": cfg.seed,
+    }
+    return stage_key(__name__, settings, data_fingerprint(splits, READS, cfg.data.fingerprint))
 
 
 def _train_unet(cfg: DictConfig, segmenter: Any, splits: DataSplits, folder: Path) -> None:
