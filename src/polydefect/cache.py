@@ -76,16 +76,23 @@ def list_entries(cache: StageCache) -> None:
         print(f"no cached stages in {cache.root}")
         return
     rows = [("stage", "key", "size", "built", "by run", "state")]
-    for entry in found:
+    sizes = [entry.size() for entry in found]  # one walk per entry: a segment entry holds a mask per image
+    for entry, size in zip(found, sizes, strict=True):
         built = read_provenance(entry.folder)
-        size = human_size(entry.size())
         rows.append(
-            (entry.stage, entry.key, size, built.get("built_at", "-"), built.get("run_id") or "-", state(cache, entry))
+            (
+                entry.stage,
+                entry.key,
+                human_size(size),
+                built.get("built_at", "-"),
+                built.get("run_id") or "-",
+                state(cache, entry),
+            )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    print(f"{len(found)} entries, {human_size(sum(entry.size() for entry in found))} in {cache.root}")
+    print(f"{len(found)} entries, {human_size(sum(sizes))} in {cache.root}")
 
 
 def clear(cache: StageCache, stage: str | None, key: str | None, partial: bool) -> None:
