@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -15,6 +17,19 @@ def replace_image(path: Path) -> None:
     before = path.stat().st_mtime_ns
     cv2.imwrite(str(path), 255 - cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
     os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+@contextmanager
+def image_replaced(path: Path) -> Iterator[None]:
+    """`path` replaced (`replace_image`) inside the block and put back after it, bytes and modification time, so
+    data other tests share leaves the block as it entered it."""
+    before, status = path.read_bytes(), path.stat()
+    replace_image(path)
+    try:
+        yield
+    finally:
+        path.write_bytes(before)
+        os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
 
 
 def hold_lock(path: Path) -> subprocess.Popen:
