@@ -108,6 +108,7 @@ def test_a_wrong_type_fails_naming_the_key() -> None:
         ("scoring.error=cubed", "[squared, absolute]"),
         ("scoring.threshold.method=mean", "[max, median, quantile]"),
         ("scoring.threshold.fit_on=test", "[train, val]"),
+        ("data.fingerprint=contents", "[stat, content]"),
     ],
 )
 def test_a_misspelt_choice_fails_at_start_naming_the_key_and_the_choices(override: str, choices: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 from helpers.tiny import compose_app, compose_tiny
 from omegaconf import DictConfig, open_dict
 
+from polydefect.data.splits import DataSplits, make_splits
 from polydefect.pipeline.detect import detect_key
 from polydefect.pipeline.evaluate import fit_thresholds
 from polydefect.pipeline.segment import segment_key
@@ -27,6 +28,11 @@ def scores_table() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory: pytest.TempPathFactory) -> DictConfig:
     return compose_tiny(tmp_path_factory.mktemp("thresholds"))
+
+
+@pytest.fixture(scope="module")
+def splits(cfg: DictConfig) -> DataSplits:
+    return make_splits(cfg.data, {"real": Path(cfg.data.root), "synthetic": Path(cfg.data.synthetic_root)}, cfg.seed)
 
 
 def with_threshold(cfg: DictConfig, **values: object) -> DictConfig:
@@ -55,21 +61,21 @@ def test_fit_on_a_split_without_good_images_names_the_key(cfg: DictConfig) -> No
         fit_thresholds(with_threshold(cfg, fit_on="test"), scores_table())
 
 
-def test_threshold_settings_do_not_change_the_detect_cache_key(cfg: DictConfig) -> None:
-    key = detect_key(cfg, "masks")
-    assert detect_key(with_threshold(cfg, fit_on="val", method="quantile"), "masks") == key
+def test_threshold_settings_do_not_change_the_detect_cache_key(cfg: DictConfig, splits: DataSplits) -> None:
+    key = detect_key(cfg, splits, "masks").digest
+    assert detect_key(with_threshold(cfg, fit_on="val", method="quantile"), splits, "masks").digest == key
     changed = cfg.copy()
     with open_dict(changed):
         changed.scoring.reduction = "max"
-    assert detect_key(changed, "masks") != key
+    assert detect_key(changed, splits, "masks").digest != key
 
 
-def test_data_loader_workers_do_not_change_the_cache_keys(cfg: DictConfig) -> None:
+def test_data_loader_workers_do_not_change_the_cache_keys(cfg: DictConfig, splits: DataSplits) -> None:
     more_workers = cfg.copy()
     with open_dict(more_workers):
         more_workers.data.num_workers = 3
-    assert segment_key(more_workers) == segment_key(cfg)
-    assert detect_key(more_workers, "masks") == detect_key(cfg, "masks")
+    assert segment_key(more_workers, splits).digest == segment_key(cfg, splits).digest
+    assert detect_key(more_workers, splits, "masks").digest == detect_key(cfg, splits, "masks").digest
 
 
 def test_mvtec_data_fits_thresholds_on_validation_images_and_detects_with_the_ensemble(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from polydefect.scoring.maps import ERRORS
 from polydefect.scoring.scores import REDUCTIONS
 from polydefect.scoring.thresholds import METHODS, REFERENCE_SPLITS
+from polydefect.stage_keys import FINGERPRINTS
 
 # Choices as enums: a misspelt value (scoring.reduction=maxx) fails at start naming the key and the choices,
 # not after training. StrEnum members are their strings, so the code and the stage-cache keys see plain values;
@@ -24,6 +25,7 @@ MapError = StrEnum("MapError", ERRORS)
 Reduction = StrEnum("Reduction", REDUCTIONS)
 ThresholdMethod = StrEnum("ThresholdMethod", METHODS)
 ThresholdSplit = StrEnum("ThresholdSplit", REFERENCE_SPLITS)
+Fingerprint = StrEnum("Fingerprint", FINGERPRINTS)
 
 
 @dataclass
@@ -40,6 +42,9 @@ class DataConfig:
     size: str = "small"  # size of the embedded data: tiny | small | thesis
     batch_size: int = 8
     num_workers: int = 0
+    # how each data file enters the stage-cache keys: stat (path, size, modification time) or content (a hash of
+    # its bytes: slower; a fresh copy of the same data keeps its keys, a file rewritten with its time kept does not)
+    fingerprint: Fingerprint = Fingerprint.stat
 
 
 @dataclass

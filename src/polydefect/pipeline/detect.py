@@ -24,11 +24,14 @@ from polydefect.pipeline.artifacts import score_test
 from polydefect.pipeline.data import data_identity
 from polydefect.pipeline.training import epoch_budget, trainer_kwargs
 from polydefect.scoring.stream import check_finite_scores, score_only
-from polydefect.stage_cache import StageCache, config_key
+from polydefect.stage_cache import StageCache
+from polydefect.stage_keys import StageKey, data_fingerprint, stage_key
 from polydefect.tasks.base import DetectorTask, build_detector
 from polydefect.tasks.fitting import fit_task
 
 log = logging.getLogger(__name__)
+# the sample-table columns of the files read here: a predicted mask (the segment stage's) replaces the object mask
+READS = ("image_path", "object_mask_path", "predicted_mask_path", "defect_mask_path")
 
 
 @dataclass
@@ -41,14 +44,23 @@ class DetectResult:
     folder: Path
 
 
-def detect_key(cfg: DictConfig, segment_key: str) -> str:
-    """What determines the scores: the masks, preprocessing, augmentation, the model and its training, and how
-    maps become scores (thresholds and SPC limits are the evaluate stage's: changing them retrains nothing)."""
-    scoring = {name: cfg.scoring[name] for name in ("error", "reduction", "k")}
-    data = data_identity(cfg)
-    return config_key(
-        segment_key, cfg.preprocess, cfg.augment, cfg.model, cfg.detect, scoring, cfg.trainer, data, cfg.seed
-    )
+def detect_key(cfg: DictConfig, splits: DataSplits, segment_key: str) -> StageKey:
+    """What determines the scores: the segment stage's key, the images and the masks they are read with (the
+    predicted ones, so a segment stage rebuilt under the same key retrains), preprocessing, augmentation, the
+    model and its training, how maps become scores, and the code (thresholds and SPC limits are the evaluate
+    stage's: changing them retrains nothing)."""
+    settings = {
+        "segment": segment_key,
+        "preprocess": cfg.preprocess,
+        "augment": cfg.augment,
+        "model": cfg.model,
+        "detect": cfg.detect,
+        "scoring": {name: cfg.scoring[name] for name in ("error", "reduction", "k")},
+        "trainer": cfg.trainer,
+        "data": data_identity(cfg),
+        "seed": cfg.seed,
+    }
+    return stage_key(__name__, settings, data_fingerprint(splits, READS, cfg.data.fingerprint))
 
 
 def reconstruction_datamodule(
@@ -81,7 +93,7 @@ def train_detector(cfg: DictConfig, detector: DetectorTask, data: Reconstruction
 
 def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: str) -> DetectResult:
     """Run (or reuse) the detect stage; logs the weights and the score table to the active MLflow run."""
-    key = detect_key(cfg, segment_key)
+    key = detect_key(cfg, splits, segment_key)
     tables = {"train": splits.train, "val": splits.val}
 
     def make(folder: Path) -> None:
@@ -116,4 +128,4 @@ def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: 
         mlflow.log_artifact(str(folder / "scores.csv"))
         if cfg.mlflow.log_models:
             mlflow.log_artifact(str(folder / "model.safetensors"), "model")
-    return DetectResult(key, scores, folder)
+    return DetectResult(key.digest, scores, folder)

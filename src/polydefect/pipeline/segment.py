@@ -24,10 +24,12 @@ from polydefect.pipeline.data import data_identity
 from polydefect.pipeline.training import epoch_budget, trainer_kwargs
 from polydefect.segmentation.base import build_segmenter
 from polydefect.segmentation.mean_mask import MeanMask
-from polydefect.stage_cache import StageCache, config_key
+from polydefect.stage_cache import StageCache
+from polydefect.stage_keys import StageKey, data_fingerprint, stage_key
 
 log = logging.getLogger(__name__)
 CHUNK = 16  # images per prediction batch: bounds memory whatever the data set's size
+READS = ("image_path", "object_mask_path")  # the sample-table columns of the files read here
 
 
 @dataclass
@@ -47,9 +49,19 @@ class SegmentResult:
         return splits.map(lambda table: table.assign(predicted_mask_path=table["image_path"].map(self.mask_paths)))
 
 
-def segment_key(cfg: DictConfig) -> str:
-    """What determines the masks: the data, the segmenter and its training, the seed."""
-    return config_key(data_identity(cfg), cfg.render, cfg.segmenter, cfg.segment, cfg.augment, cfg.trainer, cfg.seed)
+def segment_key(cfg: DictConfig, splits: DataSplits) -> StageKey:
+    """What determines the masks: the data settings, the images and object masks, the segmenter and its training,
+    the seed, and the code that computes them."""
+    settings = {
+        "data": data_identity(cfg),
+        "render": cfg.render,
+        "segmenter": cfg.segmenter,
+        "segment": cfg.segment,
+        "augment": cfg.augment,
+        "trainer": cfg.trainer,
+        "seed": cfg.seed,
+    }
+    return stage_key(__name__, settings, data_fingerprint(splits, READS, cfg.data.fingerprint))
 
 
 def _train_unet(cfg: DictConfig, segmenter: Any, splits: DataSplits, folder: Path) -> None:
@@ -112,10 +124,10 @@ def _evaluate_masks(segmenter: Any, test: pd.DataFrame, index: pd.DataFrame, fol
 
 def segment(cfg: DictConfig, splits: DataSplits, cache: StageCache) -> SegmentResult:
     """Run (or reuse) the segment stage and log its metrics and pictures to the active MLflow run."""
-    key = segment_key(cfg)
+    key = segment_key(cfg, splits)
     if not cfg.segmenter:
         log.info("segmenter is empty: using the data's own object masks (or the whole frame)")
-        return SegmentResult(key=key)
+        return SegmentResult(key=key.digest)
     images = splits.all()
 
     def make(folder: Path) -> None:
@@ -139,4 +151,4 @@ def segment(cfg: DictConfig, splits: DataSplits, cache: StageCache) -> SegmentRe
         if (folder / "overlays").is_dir():
             mlflow.log_artifacts(str(folder / "overlays"), "overlays")
     mask_paths = {image: str(folder / m) for image, m in zip(index["image_path"], index["mask_path"], strict=True)}
-    return SegmentResult(key, mask_paths, metrics, folder)
+    return SegmentResult(key.digest, mask_paths, metrics, folder)
