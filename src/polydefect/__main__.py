@@ -12,10 +12,13 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Run the pipeline; returns the run's objective so Hydra sweepers can optimise it."""
+    """Run the pipeline and print its summary, the last thing on the console (each job's own in a multirun);
+    returns the run's objective so Hydra sweepers can optimise it."""
     from polydefect.pipeline.run import run
 
-    return run(cfg).get("objective")
+    result = run(cfg)
+    print(result["summary"], flush=True)
+    return result.get("objective")
 
 
 if __name__ == "__main__":

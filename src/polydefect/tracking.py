@@ -24,6 +24,7 @@ import mlflow
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,11 @@ def stage_run(name: str) -> Iterator[mlflow.ActiveRun]:
         except BaseException:
             mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
             raise
+
+
+def set_description(text: str) -> None:
+    """The active run's description: the note the MLflow UI shows (Markdown) on the run's page."""
+    mlflow.set_tag(MLFLOW_RUN_NOTE, text)
 
 
 def log_final_metrics(metrics: dict[str, float]) -> None:

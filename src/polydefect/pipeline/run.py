@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -18,6 +19,7 @@ from polydefect.pipeline.data import log_data, prepare_data
 from polydefect.pipeline.detect import detect
 from polydefect.pipeline.evaluate import evaluate
 from polydefect.pipeline.segment import SegmentResult, segment
+from polydefect.reporting.summary import run_summary
 from polydefect.stage_cache import StageCache
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,16 @@ def objective(metrics: dict[str, float]) -> float | None:
     return None
 
 
+def batch_verdicts(metrics: dict[str, Any], output_dir: Path) -> pd.DataFrame | None:
+    """The batch SPC verdicts this run's evaluate stage wrote, or None where it ran no SPC."""
+    if "spc/good_batches_flagged" not in metrics:
+        return None
+    return pd.read_csv(output_dir / "evaluation" / "batch_verdict.csv")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run the configured stages; returns their metrics plus `objective`."""
+    """Run the configured stages; returns their metrics plus `run_id`, `objective` and `summary` (the text the
+    console output ends with, also the MLflow run's description)."""
     unknown = sorted(set(cfg.stages) - set(STAGES))
     if unknown:
         raise ValueError(f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
@@ -78,6 +88,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 with tracking.stage_run("evaluate"):
                     metrics.update(evaluate(cfg, detection, output_dir / "evaluation"))
         tracking.log_final_metrics(metrics)
+        summary = run_summary(
+            cfg.name,
+            metrics,
+            batch_verdicts(metrics, output_dir),
+            output_dir.resolve(),
+            run_file["tracking_uri"],
+            parent.info.experiment_id,
+            parent.info.run_id,
+        )
+        tracking.set_description(summary)
         metrics["run_id"] = parent.info.run_id
     metrics["objective"] = objective(metrics)
+    metrics["summary"] = summary
     return metrics
