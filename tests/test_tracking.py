@@ -1,4 +1,5 @@
-"""MLflow tracking: flattened params, nested stage runs, FAILED on errors, stale RUNNING runs cleaned up."""
+"""MLflow tracking: flattened params, nested stage runs, FAILED on errors, KILLED on Ctrl-C, stale RUNNING runs
+cleaned up."""
 
 from __future__ import annotations
 
@@ -55,6 +56,19 @@ def test_an_error_marks_the_run_and_its_stage_failed(cfg) -> None:
     assert client.get_run(run.info.run_id).info.status == "FAILED"
     stages = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert [s.info.status for s in stages] == ["FAILED"]
+
+
+def test_ctrl_c_marks_the_run_and_its_stage_killed(cfg) -> None:
+    with (
+        pytest.raises(KeyboardInterrupt),
+        tracking.pipeline_run(cfg, "stopped", {}) as run,
+        tracking.stage_run("detect"),
+    ):
+        raise KeyboardInterrupt
+    client = MlflowClient()
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+    stages = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert [s.info.status for s in stages] == ["KILLED"]
 
 
 def test_runs_of_dead_processes_are_marked_failed_on_the_next_start(cfg) -> None:

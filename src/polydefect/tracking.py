@@ -1,7 +1,7 @@
 """MLflow set-up, the one place that knows the store: parent run per pipeline run, nested run per stage.
 
-A run that raises (or is stopped by SIGTERM/SIGINT) ends FAILED; a run whose process was SIGKILLed is marked
-FAILED by the next start on the same host, so no run is ever left RUNNING.
+A run that raises (or is stopped by SIGTERM) ends FAILED, one stopped by Ctrl-C (SIGINT) KILLED; a run whose
+process was SIGKILLed is marked FAILED by the next start on the same host, so no run is ever left RUNNING.
 """
 
 from __future__ import annotations
@@ -146,6 +146,11 @@ def configure(cfg: DictConfig) -> str:
     return mlflow.set_experiment(name).experiment_id
 
 
+def end_status(error: BaseException) -> str:
+    """KILLED for a run the user stopped (Ctrl-C), FAILED for one that raised or was terminated."""
+    return RunStatus.to_string(RunStatus.KILLED if isinstance(error, KeyboardInterrupt) else RunStatus.FAILED)
+
+
 @contextmanager
 def pipeline_run(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
     """The parent MLflow run of one pipeline run, with the resolved config as params and artifact."""
@@ -163,20 +168,26 @@ def pipeline_run(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> Iterat
                 mlflow.log_params({k: params[k] for k in keys[start : start + 100]})
             mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             yield run
-        except BaseException:
-            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        except BaseException as error:
+            mlflow.end_run(end_status(error))
+            if isinstance(error, KeyboardInterrupt):
+                log.warning(
+                    "Run %s stopped by Ctrl-C and marked KILLED: rerun the same command to resume (finished "
+                    "stages are reused, a stopped training continues from its last checkpoint)",
+                    run.info.run_id,
+                )
             raise
 
 
 @contextmanager
 def stage_run(name: str) -> Iterator[mlflow.ActiveRun]:
-    """A nested run for one stage inside the active pipeline run; FAILED if the stage raises."""
+    """A nested run for one stage inside the active pipeline run; FAILED if the stage raises, KILLED on Ctrl-C."""
     tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), "stage": name}
     with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
         try:
             yield run
-        except BaseException:
-            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        except BaseException as error:
+            mlflow.end_run(end_status(error))
             raise
 
 
