@@ -13,13 +13,16 @@ import pytest
 from helpers.tiny import run_app, store_uri, tiny_overrides
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 EXPERIMENTS = ("real", "synthetic")
 
 
 def sweep(root: Path, folder: str) -> None:
+    """Run the sweep into `root / folder`, keeping its console output there as `stdout.txt`."""
     args = ["-m", "hydra/launcher=joblib", f"+experiment={','.join(EXPERIMENTS)}", *tiny_overrides(root)]
-    run_app([*args, f"hydra.sweep.dir={root / folder}"], cwd=root, timeout=400)
+    result = run_app([*args, f"hydra.sweep.dir={root / folder}"], cwd=root, timeout=400)
+    (root / folder / "stdout.txt").write_text(result.stdout)
 
 
 def runs_by_parent(root: Path) -> tuple[list[Run], dict[str, dict[str, Run]]]:
@@ -64,6 +67,14 @@ def test_each_run_has_its_experiments_params_metrics_and_artifacts(two_sweeps: P
         assert 0 <= parent.data.metrics["segment/test_f1"] <= 1
         assert "config.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert len({p.data.metrics["segment/test_f1"] for p in parents if p.info.run_name == "real"}) == 1
+
+
+def test_each_job_prints_its_own_summary_which_is_its_runs_description(two_sweeps: Path) -> None:
+    parents, _ = runs_by_parent(two_sweeps)
+    console = (two_sweeps / "first" / "stdout.txt").read_text()
+    assert console.count("## polydefect run") == len(EXPERIMENTS)
+    for parent in parents[: len(EXPERIMENTS)]:
+        assert parent.data.tags[MLFLOW_RUN_NOTE] in console
 
 
 def test_the_second_sweep_reuses_the_trained_stages(two_sweeps: Path) -> None:
