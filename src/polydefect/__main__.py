@@ -17,7 +17,7 @@ def main(cfg: DictConfig) -> float | None:
     from polydefect.pipeline.run import run
 
     result = run(cfg)
-    print(result["summary"], flush=True)
+    print(f"\n{result['summary']}", flush=True)  # a blank line after the progress bars
     return result.get("objective")
 
 
