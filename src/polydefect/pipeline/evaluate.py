@@ -30,6 +30,7 @@ from polydefect.scoring.thresholds import (
 log = logging.getLogger(__name__)
 IMAGE_METRICS = ("image_auroc", "image_auprc", "f1", "f2", "precision", "recall")
 SPC_LIMITS = "spc_limits.json"  # the control limits, beside thresholds.json in the evaluation artifacts
+BATCH_VERDICT = "batch_verdict.csv"  # one row per batch: views, views_out, mean_nqi, out_of_control
 
 
 def fit_thresholds(cfg: DictConfig, scores: pd.DataFrame) -> dict[str, Threshold]:
@@ -156,7 +157,7 @@ def batch_spc(cfg: DictConfig, scores: pd.DataFrame, folder: Path) -> pd.DataFra
     (folder / SPC_LIMITS).write_text(json.dumps(limits.to_dict(), indent=2))
     table = spc.nqi(totals, limits)
     table.to_csv(folder / "nqi.csv", index=False)
-    spc.batch_verdict(table, cfg.scoring.spc.min_views).to_csv(folder / "batch_verdict.csv", index=False)
+    spc.batch_verdict(table, cfg.scoring.spc.min_views).to_csv(folder / BATCH_VERDICT, index=False)
     plots.save_figure(plots.control_charts_figure(table, limits), folder / "control_charts.png")
     return table
 
@@ -242,7 +243,7 @@ def evaluate(cfg: DictConfig, detection: DetectResult, folder: Path) -> dict[str
             metrics.update({f"test/type/{row['defect_type']}/{k}": v for k, v in row.items() if k != "defect_type"})
     nqi_table = batch_spc(cfg, scores, folder)
     if nqi_table is not None:
-        verdict = pd.read_csv(folder / "batch_verdict.csv")
+        verdict = pd.read_csv(folder / BATCH_VERDICT)
         defective = set(scores[(scores["label"] == 1) & (scores["domain"] == "real")]["batch"])
         flagged = set(verdict[verdict["out_of_control"]]["batch"])
         metrics["spc/defective_batches_flagged"] = float(len(defective & flagged))

@@ -17,7 +17,7 @@ from polydefect import tracking
 from polydefect.allocator import reuse_freed_memory
 from polydefect.pipeline.data import log_data, prepare_data
 from polydefect.pipeline.detect import detect
-from polydefect.pipeline.evaluate import evaluate
+from polydefect.pipeline.evaluate import BATCH_VERDICT, evaluate
 from polydefect.pipeline.segment import SegmentResult, segment
 from polydefect.reporting.summary import run_summary
 from polydefect.stage_cache import StageCache
@@ -25,6 +25,7 @@ from polydefect.stage_cache import StageCache
 log = logging.getLogger(__name__)
 STAGES = ("data", "segment", "detect", "evaluate")
 RUN_FILE = "mlflow_run.json"  # in the run's output folder: its MLflow run id and store
+EVALUATION = "evaluation"  # the evaluate stage's folder in the run's output folder
 
 
 def hydra_choices() -> dict[str, str]:
@@ -53,7 +54,7 @@ def batch_verdicts(metrics: dict[str, Any], output_dir: Path) -> pd.DataFrame | 
     """The batch SPC verdicts this run's evaluate stage wrote, or None where it ran no SPC."""
     if "spc/good_batches_flagged" not in metrics:
         return None
-    return pd.read_csv(output_dir / "evaluation" / "batch_verdict.csv")
+    return pd.read_csv(output_dir / EVALUATION / BATCH_VERDICT)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 detection = detect(cfg, splits, cache, masks.key)
             if "evaluate" in cfg.stages:
                 with tracking.stage_run("evaluate"):
-                    metrics.update(evaluate(cfg, detection, output_dir / "evaluation"))
+                    metrics.update(evaluate(cfg, detection, output_dir / EVALUATION))
         tracking.log_final_metrics(metrics)
         summary = run_summary(
             cfg.name,
