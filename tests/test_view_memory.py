@@ -77,7 +77,9 @@ def test_the_saved_references_reload_into_a_memory_that_maps_the_same(scenes, tm
 
 def test_the_view_memory_finds_planted_spots_on_fixed_jittered_views_in_a_pipeline_run(tmp_path: Path) -> None:
     data = write_thesis_fixture(tmp_path / "scenes", batches=6, positions=3, fixed_scenes=True)
-    cfg = compose_tiny(tmp_path, "model=view_memory", "model.net.backbone.stages=[1,2]", "stages=[data,detect,evaluate]")
+    cfg = compose_tiny(
+        tmp_path, "model=view_memory", "model.net.backbone.stages=[1,2]", "stages=[data,detect,evaluate]"
+    )
     with open_dict(cfg):
         cfg.data.root = str(data)
         cfg.data.train_domains = ["real"]
