@@ -1,4 +1,5 @@
-"""Lightning DataModules: image -> object mask for segmentation, windows of good images for reconstruction."""
+"""Lightning DataModules: image -> object mask for segmentation, windows of good images for reconstruction, whole
+good images with their view keys for per-view references."""
 
 from __future__ import annotations
 
@@ -103,6 +104,7 @@ class ImageDataset(Dataset):
             "defect_mask": to_tensor(s.defect_mask),
             "label": s.label,
             "row_id": s.row_id,
+            "view": s.view_key,  # for detectors that compare an image with the same view of good batches
         }
 
 
@@ -157,6 +159,25 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return _loader(self.val_set, self.batch_size, False, self.num_workers, self.seed)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Whole good training images with their view keys, unaugmented and in table order: a detector that keeps
+    each view's references at their pixel positions (`Detector.needs_views`) needs the frame as the scanner saw it.
+    """
+
+    def __init__(self, train: Sequence[Sample], batch_size: int = 8, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        self.samples = [s for s in train if s.label == 0]
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.samples:
+            raise DataLayoutError("no good training images to keep as references")
+        self.train_set = ImageDataset(self.samples)
+
+    def train_dataloader(self) -> DataLoader:
+        return _loader(self.train_set, self.batch_size, False, self.num_workers, self.seed)
 
 
 class ReconstructionDataModule(L.LightningDataModule):

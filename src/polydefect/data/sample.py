@@ -28,8 +28,14 @@ class Sample:
     view: str
     image_path: str
     row_id: str  # the row's key in the sample table (`polydefect.data.layout.COLUMNS`)
+    domain: str = "real"  # real | synthetic: the renders' cameras differ, so their views are other views
     anomaly_map: np.ndarray | None = None
     score: float | None = None
+
+    @property
+    def view_key(self) -> str:
+        """Which reference images show the same view: domain and view, e.g. "real/p03_c1"."""
+        return f"{self.domain}/{self.view}"
 
 
 def optional_path(value: Any) -> str | None:
@@ -86,6 +92,7 @@ def load_sample(row: Any, preprocess: Any) -> Sample:
         view=str(row["view"]),
         image_path=str(row["image_path"]),
         row_id=str(row["row_id"]),
+        domain=str(row.get("domain", "real")),  # tables found outside make_splits (inspect) are real images
     )
 
 

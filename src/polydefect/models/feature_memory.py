@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import faiss
@@ -35,6 +36,14 @@ def check_aggregation(aggregation: int) -> None:
     """`model.net.aggregation` must be an odd neighbourhood side, so the averaging stays centred on its patch."""
     if aggregation < 1 or aggregation % 2 == 0:
         raise ValueError(f"model.net.aggregation must be an odd size >= 1, got {aggregation}")
+
+
+def take_stored_shapes(module: nn.Module, state_dict: dict[str, Any], prefix: str, names: Sequence[str]) -> None:
+    """Give the buffers `names`, whose sizes are known only once fitted, the stored ones' shapes (and dtypes), so
+    loading a state dict can copy into them; call from `_load_from_state_dict` before the default loading."""
+    for name in names:
+        if prefix + name in state_dict:
+            setattr(module, name, torch.empty_like(state_dict[prefix + name], device=getattr(module, name).device))
 
 
 def embed_patches(backbone: nn.Module, images: Tensor, aggregation: int) -> Tensor:
@@ -85,7 +94,5 @@ class PatchFeatureMemory(nn.Module):
         return distances.reshape(b, 1, h, w)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # The bank's size is known only once fitted: take the stored one's shape before copying into it.
-        if prefix + "bank" in state_dict:
-            self.bank = torch.empty_like(state_dict[prefix + "bank"], device=self.bank.device)
+        take_stored_shapes(self, state_dict, prefix, ["bank"])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

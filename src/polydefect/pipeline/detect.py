@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import mlflow
 import pandas as pd
 from omegaconf import DictConfig
 
-from polydefect.data.datamodules import ReconstructionDataModule
+from polydefect.data.datamodules import ImageDataModule, ReconstructionDataModule
 from polydefect.data.sample import LazySamples, Sample, load_samples
 from polydefect.data.splits import DataSplits
 from polydefect.pipeline.artifacts import score_test
@@ -80,7 +81,16 @@ def reconstruction_datamodule(
     )
 
 
-def train_detector(cfg: DictConfig, detector: DetectorTask, data: ReconstructionDataModule, folder: Path) -> None:
+def training_datamodule(
+    cfg: DictConfig, detector: DetectorTask, train: Sequence[Sample], val: Sequence[Sample]
+) -> L.LightningDataModule:
+    """Windows for most detectors; whole images with their view keys for one that compares views."""
+    if detector.needs_views:
+        return ImageDataModule(train, cfg.data.batch_size, cfg.data.num_workers, cfg.seed)
+    return reconstruction_datamodule(cfg, train, val)
+
+
+def train_detector(cfg: DictConfig, detector: DetectorTask, data: L.LightningDataModule, folder: Path) -> None:
     """Fit, then finish the detector (`Detector.fit`: a bank's coreset) on the device it trained on: Lightning
     hands the module back on the CPU, and a GPU run should score on the GPU."""
     epochs = epoch_budget(int(cfg.model.get("max_epochs", 1)), cfg.detect.max_epochs)
@@ -100,7 +110,7 @@ def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: 
         samples = {role: load_samples(table, cfg.preprocess) for role, table in tables.items()}
         detector = build_detector(cfg.model)
         started = time.perf_counter()
-        train_detector(cfg, detector, reconstruction_datamodule(cfg, samples["train"], samples["val"]), folder)
+        train_detector(cfg, detector, training_datamodule(cfg, detector, samples["train"], samples["val"]), folder)
         train_s = time.perf_counter() - started
         detector.save_weights(folder / "model.safetensors")
         rows = []

@@ -74,7 +74,7 @@ def iter_scores(
     for batch in loader:
         mask = batch["object_mask"] > 0.5  # (B, 1, H, W)
         with scoring_autocast(precision, detector.device):
-            amap, made = detector.map_and_reconstruction(batch["image"])
+            amap, made = detector.map_and_reconstruction(batch["image"], batch["view"])
         amap = amap.float().cpu()
         if scoring.error == "absolute":  # eq. 4.1 as written: sqrt of the squared error; keeps any map's ranking
             amap = amap.clamp_min(0).sqrt()

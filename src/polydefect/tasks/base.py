@@ -2,12 +2,16 @@
 
 A detector is a LightningModule trained on good images by `fit_task` (`polydefect.tasks.fitting`), then
 `fit()` once in plain sight (memory banks build their coreset there), then `anomaly_map` per batch.
+
+Maps take each image's view key (`Sample.view_key`, "real/p03_c1") beside the images: a detector that compares
+an image with the same view of the good batches (`needs_views`) needs it; every other detector ignores it.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,16 +28,20 @@ class Detector(Protocol):
     """What the pipeline needs of a detector besides the LightningModule hooks it trains with."""
 
     checkpoint_monitor: str | None  # the logged metric whose lowest epoch is kept; None keeps the last epoch
+    # True: trains on whole good images whose batches carry their view keys ("view"), not on windows, and its
+    # maps need the keys
+    needs_views: bool
 
     def fit(self) -> None:
         """Finish the detector after the Lightning fit (build a bank, standardise members); may do nothing."""
         ...
 
-    def anomaly_map(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) in [0, 1] -> (B, 1, H, W) float32 map at the images' size: higher = more anomalous."""
+    def anomaly_map(self, images: Tensor, views: Sequence[str] | None = None) -> Tensor:
+        """(B, C, H, W) in [0, 1] and the images' view keys -> (B, 1, H, W) float32 map at the images' size:
+        higher = more anomalous."""
         ...
 
-    def map_and_reconstruction(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def map_and_reconstruction(self, images: Tensor, views: Sequence[str] | None = None) -> tuple[Tensor, Tensor]:
         """The map and what the detector made of the images (for figure panels), from one pass."""
         ...
 
@@ -50,17 +58,19 @@ class DetectorTask(L.LightningModule, ABC):
     """The `Detector` defaults: nothing to build after training, no reconstruction, safetensors state."""
 
     checkpoint_monitor: str | None = None
+    needs_views: bool = False
 
     def fit(self) -> None:
         """Trained detectors are complete when the Lightning fit ends."""
 
     @abstractmethod
-    def anomaly_map(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) in [0, 1] -> (B, 1, H, W) float32 map at the images' size: higher = more anomalous."""
+    def anomaly_map(self, images: Tensor, views: Sequence[str] | None = None) -> Tensor:
+        """(B, C, H, W) in [0, 1] and the images' view keys -> (B, 1, H, W) float32 map at the images' size:
+        higher = more anomalous."""
 
-    def map_and_reconstruction(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def map_and_reconstruction(self, images: Tensor, views: Sequence[str] | None = None) -> tuple[Tensor, Tensor]:
         """Detectors that do not reconstruct show the images themselves beside their maps."""
-        return self.anomaly_map(images), images
+        return self.anomaly_map(images, views), images
 
     def save_weights(self, path: str | Path) -> None:
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))

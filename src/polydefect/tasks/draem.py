@@ -83,8 +83,9 @@ class DraemTask(PastedAnomalyTask):
         return self.optimizer_factory(self.parameters())
 
     @torch.inference_mode()
-    def anomaly_map(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) in [0, 1] -> (B, 1, H, W) float32 anomaly probability from the segmentation head."""
+    def anomaly_map(self, images: Tensor, views: Sequence[str] | None = None) -> Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, 1, H, W) float32 anomaly probability from the segmentation head (views
+        unused)."""
         was_training = self.training
         self.eval()
         try:

@@ -3,7 +3,7 @@ validation images."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -111,8 +111,9 @@ class EnsembleTask(DetectorTask):
             self.score_std[index] = scores.std().clamp_min(1e-6) if len(scores) > 1 else 1.0
 
     @torch.inference_mode()
-    def anomaly_map(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) in [0, 1] -> (B, 1, H, W) float32 mean of the members' standardised maps."""
+    def anomaly_map(self, images: Tensor, views: Sequence[str] | None = None) -> Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, 1, H, W) float32 mean of the members' standardised maps (views unused:
+        no member needs them)."""
         maps = [
             (member.anomaly_map(images) - self.score_mean[i]) / self.score_std[i]
             for i, member in enumerate(self.members.values())

@@ -70,8 +70,9 @@ class FeatureSegmentationTask(PastedAnomalyTask):
         return self.optimizer_factory(self.net.head.parameters())
 
     @torch.inference_mode()
-    def anomaly_map(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 anomaly probability (or log-odds), smoothed."""
+    def anomaly_map(self, images: Tensor, views: Sequence[str] | None = None) -> Tensor:
+        """(B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 anomaly probability (or log-odds), smoothed
+        (views unused)."""
         was_training = self.training
         self.eval()
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -12,7 +14,19 @@ from polydefect.tasks.base import DetectorTask
 from polydefect.tasks.inputs import resize_square
 
 
-class MemoryBankTask(DetectorTask):
+class OnePassTask(DetectorTask):
+    """A detector on a frozen backbone: no optimizer, one epoch whose training steps collect the good images'
+    features, then an explicit `fit()` that builds the memory from them."""
+
+    def on_train_epoch_end(self) -> None:
+        # A second pass would only repeat the same features (the backbone is frozen).
+        self.trainer.should_stop = True
+
+    def configure_optimizers(self) -> None:
+        return None
+
+
+class MemoryBankTask(OnePassTask):
     """PatchCore-style detector: no optimizer, one epoch of feature collection, then an explicit `fit()`.
 
     Images of any size are resized to a square `input_size` inside the task (square beat aspect-kept
@@ -65,13 +79,6 @@ class MemoryBankTask(DetectorTask):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.log("train/features", float(self.collect(batch["image"])), on_step=True, batch_size=1)
 
-    def on_train_epoch_end(self) -> None:
-        # A second pass would only repeat the same features (the backbone is frozen).
-        self.trainer.should_stop = True
-
-    def configure_optimizers(self) -> None:
-        return None
-
     def fit(self) -> None:
         """Build the bank from the collected features with the greedy coreset, then free them."""
         if not self.collected:
@@ -84,8 +91,9 @@ class MemoryBankTask(DetectorTask):
         self.collected = []
 
     @torch.inference_mode()
-    def anomaly_map(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 patch distance: higher = more anomalous."""
+    def anomaly_map(self, images: Tensor, views: Sequence[str] | None = None) -> Tensor:
+        """(B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 patch distance: higher = more anomalous
+        (views unused: one bank serves every view)."""
         images = images.to(self.device, torch.float32)
         resized = resize_square(images, self.hparams.input_size)
         distances = self.net(resized)  # (B, 1, h, w)

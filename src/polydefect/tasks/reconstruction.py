@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
@@ -108,12 +108,13 @@ class ReconstructionTask(DetectorTask):
         return stitch(outputs, grid)
 
     @torch.inference_mode()
-    def anomaly_map(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) in [0, 1] -> (B, 1, H, W) squared reconstruction error: higher = more anomalous."""
+    def anomaly_map(self, images: Tensor, views: Sequence[str] | None = None) -> Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, 1, H, W) squared reconstruction error: higher = more anomalous (views
+        unused: an image is its own reference)."""
         return self.map_and_reconstruction(images)[0]
 
     @torch.inference_mode()
-    def map_and_reconstruction(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def map_and_reconstruction(self, images: Tensor, views: Sequence[str] | None = None) -> tuple[Tensor, Tensor]:
         """The anomaly map and the reconstruction it was computed from, from one pass over the windows."""
         images = match_channels(images.to(self.device), self.net.in_channels)
         reconstruction = self.reconstruct(images)
