@@ -112,7 +112,11 @@ class ViewFeatureMemory(nn.Module):
             rows = [i for i, v in enumerate(views) if v == view]
             same_view = self.view_hashes == wanted[rows[0]]
             if not same_view.any():
-                raise RuntimeError(f"no reference image of view {view!r}: fit the memory on good images of every view")
+                raise RuntimeError(
+                    f"no reference image of view {view!r}: the memory compares an image only with good training "
+                    "images of its own view and domain (renders are other cameras), so train it on good images of "
+                    "every view it scores (data=real or data=mixed, not data=synthetic, for real test batches)"
+                )
             allowed = same_view[None] & (self.image_hashes[None] != fingerprints[rows, None])  # (B_view, N)
             alone = ~allowed.any(1)
             if alone.any():  # the view's only reference: better a zero map than no score
