@@ -46,7 +46,7 @@ MAGNETIC_TILE_COMMANDS = (
 COMMANDS = {
     "table_1_1": "python -m polydefect -m +experiment=table_1_1",
     "table_4_1": "python -m polydefect -m +experiment=table_4_1",
-    "anomaly_default": "python -m polydefect -m +experiment=real,synthetic,mixed budget=full",
+    "anomaly_default": "python -m polydefect -m +experiment=real,synthetic,mixed model=cae,view_memory",
     "magnetic_tile": MAGNETIC_TILE_COMMANDS,
     "magnetic_tile_by_type": MAGNETIC_TILE_COMMANDS,
 }
