@@ -16,6 +16,7 @@ from polydefect.pipeline.run import run
 
 SHRINK = {  # smaller inputs and nets for the detectors whose defaults take minutes
     "patchcore": ["model.input_size=64"],
+    "view_memory": ["trainer.limit_train_batches=1.0"],  # its one pass must see every view's good images
     "draem": [
         "model.input_size=32",
         "model.net.reconstruction_widths=[8,16,16]",

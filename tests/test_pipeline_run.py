@@ -93,7 +93,7 @@ def test_a_missing_data_folder_stops_the_run_before_any_mlflow_run(tmp_path: Pat
 
 
 def test_a_detector_with_nan_scores_stops_before_its_scores_are_cached(tmp_path: Path, monkeypatch) -> None:
-    def diverged(task: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def diverged(task: Any, images: torch.Tensor, views: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.full_like(images[:, :1], float("nan")), images
 
     monkeypatch.setattr(ReconstructionTask, "map_and_reconstruction", diverged)

@@ -115,7 +115,8 @@ class ViewFeatureMemory(nn.Module):
                 raise RuntimeError(
                     f"no reference image of view {view!r}: the memory compares an image only with good training "
                     "images of its own view and domain (renders are other cameras), so train it on good images of "
-                    "every view it scores (data=real or data=mixed, not data=synthetic, for real test batches)"
+                    "every view it scores (data=real or data=mixed, not data=synthetic, for real test batches), "
+                    "all of them (trainer.limit_train_batches=1.0)"
                 )
             allowed = same_view[None] & (self.image_hashes[None] != fingerprints[rows, None])  # (B_view, N)
             alone = ~allowed.any(1)
