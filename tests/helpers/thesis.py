@@ -19,14 +19,16 @@ def write_thesis_fixture(
     size: tuple[int, int] = (96, 64),
     defective: tuple[int, ...] = (1,),
     fixed_scenes: bool = False,
+    seed: int = 0,
 ) -> Path:
     """A small thesis-layout data set: a bright textured ellipse (the part) on a dark holder, per batch and view.
 
     Defective batches carry a dark scratch on the part, with its defect mask. With `fixed_scenes` every view
     shows one textured scene of its own, shifted by up to `SCENE_MARGIN` px per batch, as fixed scanner views
-    with hand-placed parts do, and defective batches carry three dark spots instead of the scratch.
+    with hand-placed parts do, and defective batches carry three dark spots instead of the scratch. Sets written
+    with different `seed`s share their layout but none of their pixels (the same seed repeats them exactly).
     """
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     width, height = size
     m = SCENE_MARGIN
     if fixed_scenes:

@@ -28,11 +28,13 @@ CONF = REPO / "conf"
 
 
 def write_tiny_data(root: Path) -> tuple[Path, Path]:
-    """Real (batch 1 defective) and synthetic (all good) thesis-layout folders under `root`, made once."""
+    """Real (batch 1 defective) and synthetic (all good) thesis-layout folders under `root`, made once. Each
+    domain has its own seed: with one seed the synthetic batches would repeat the real test batches' pixels,
+    and a mixed run would train on its test images."""
     real, synthetic = root / "real", root / "synthetic"
     if not real.exists():
-        write_thesis_fixture(real, batches=4, positions=2, size=(96, 64))
-        write_thesis_fixture(synthetic, batches=2, positions=2, size=(96, 64), defective=())
+        write_thesis_fixture(real, batches=4, positions=2, size=(96, 64), seed=0)
+        write_thesis_fixture(synthetic, batches=2, positions=2, size=(96, 64), defective=(), seed=1)
     return real, synthetic
 
 
