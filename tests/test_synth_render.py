@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers.renders import NEEDS_BPY, synth_config
 
 from polydefect.data.io import read_image, read_mask
 from polydefect.data.layout import discover_thesis
 from polydefect.synth import SynthConfigError, ensure_rendered, render_spec
 from polydefect.synth.runner import render_command
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-NEEDS_BPY = pytest.mark.skipif(
-    importlib.util.find_spec("bpy") is None and os.environ.get("CI") != "true",
-    reason="needs the bpy package: pip install -e .[render]",
-)
-
-
-def synth_config(cache_dir: Path, *overrides: str):
-    """The composed `synth` node of conf/render.yaml with overrides, rendering into cache_dir."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("render", overrides=[f"synth.cache_dir={cache_dir}", *overrides])
-    return cfg.synth
 
 
 @pytest.fixture(scope="module")
