@@ -12,6 +12,8 @@ from helpers.tiny import compose_tiny, store_uri
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from polydefect.data.io import read_image
+from polydefect.pipeline.data import prepare_data
 from polydefect.pipeline.run import STAGES, run
 from polydefect.tasks.reconstruction import ReconstructionTask
 
@@ -55,7 +57,8 @@ def test_the_parent_run_holds_the_flattened_config_and_the_tags(tiny_run) -> Non
 
 def test_the_parent_run_holds_the_headline_metrics(tiny_run) -> None:
     metrics = tiny_run["client"].get_run(tiny_run["metrics"]["run_id"]).data.metrics
-    for key in ("test/global/image_auroc", "test/global/f1", "test/pixel_auroc", "test/aupro", "segment/test_iou"):
+    headline = ("test/global/image_auroc", "test/global/f1", "test/pixel_auroc", "test/aupro", "segment/test_iou")
+    for key in (*headline, "val/synthetic_image_auroc", "val/synthetic_pixel_auroc"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["test/global/image_auroc"] == pytest.approx(tiny_run["metrics"]["test/global/image_auroc"])
     assert tiny_run["metrics"]["objective"] is not None
@@ -82,6 +85,13 @@ def test_the_stage_runs_hold_their_metrics_and_artifacts(tiny_run) -> None:
 def test_artifacts_are_stored_beside_the_sqlite_store(tiny_run) -> None:
     parent = tiny_run["client"].get_run(tiny_run["metrics"]["run_id"])
     assert parent.info.artifact_uri.startswith((tiny_run["root"] / "mlruns").as_uri())
+
+
+def test_the_tiny_mixed_run_trains_on_none_of_its_test_images(tmp_path: Path) -> None:
+    splits, _ = prepare_data(compose_tiny(tmp_path))
+    train, test = ({read_image(p).tobytes() for p in table["image_path"]} for table in (splits.train, splits.test))
+    assert set(splits.train["domain"]) == {"real", "synthetic"}
+    assert not train & test
 
 
 def test_a_missing_data_folder_stops_the_run_before_any_mlflow_run(tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ METRICS = {
     "test/type/scratch/image_auroc": 0.7,
     "test/pixel_auroc": 0.8125,
     "test/aupro": 0.4,
+    "val/synthetic_image_auroc": 0.875,
+    "val/synthetic_pixel_auroc": 0.9,
     "spc/good_batches_flagged": 0.0,
 }
 
@@ -60,6 +62,8 @@ def test_the_image_table_has_a_row_per_threshold_in_the_order_they_were_fitted()
         "| val_f1    | n/a         | n/a   |",
     ]
     assert "Pixel AUROC 0.812, AUPRO 0.400: test maps against the defect masks." in lines
+    validation = "Validation (good held-out images and pasted anomalies): image AUROC 0.875, pixel AUROC 0.900."
+    assert validation in lines
 
 
 def test_the_segmentation_figures_are_shown_where_the_segment_stage_measured_them() -> None:

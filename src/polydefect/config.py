@@ -78,11 +78,23 @@ class SegmentStageConfig:
 
 
 @dataclass
+class PastedValidationConfig:
+    """The validation signal (polydefect/evaluation/pasted_validation.py): held-out good images with pasted
+    anomalies as positives; fixed before any data set was measured, never read off test labels."""
+
+    enabled: bool = True
+    threshold: list[float] = field(default_factory=lambda: [0.5, 0.8])  # Perlin thresholds: blob sizes drawn
+    max_area: float = 0.05  # largest share of the object one pasted anomaly may cover (defects are small)
+    seed: int = 9173  # the draw; not the run's seed, so no detector trains on these very pastes
+
+
+@dataclass
 class DetectStageConfig:
     min_foreground: float = 0.05  # training windows whose core is less object than this are skipped
     map_sigma: float = 0.0  # Gaussian smoothing of anomaly maps, px (after the map, before scoring)
     samples: int = 4  # test images drawn as input / reconstruction / map panels
     max_epochs: int | None = None  # caps the model's own epochs (thesis: 100); None: no cap
+    validation: PastedValidationConfig = field(default_factory=PastedValidationConfig)
 
 
 @dataclass

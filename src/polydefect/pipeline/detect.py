@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from polydefect.data.datamodules import ImageDataModule, ReconstructionDataModule
 from polydefect.data.sample import LazySamples, Sample, load_samples
 from polydefect.data.splits import DataSplits
+from polydefect.evaluation.pasted_validation import synthetic_validation
 from polydefect.pipeline.artifacts import score_test
 from polydefect.pipeline.data import data_identity
 from polydefect.pipeline.training import epoch_budget, trainer_kwargs
@@ -101,6 +102,13 @@ def train_detector(cfg: DictConfig, detector: DetectorTask, data: L.LightningDat
     detector.fit()
 
 
+def read_validation(folder: Path) -> dict[str, float]:
+    """The stage's validation signal (`synthetic_image_auroc`, `synthetic_pixel_auroc`); NaN ones left out."""
+    path = folder / "validation.json"
+    values = json.loads(path.read_text()) if path.is_file() else {}
+    return {name: value for name, value in values.items() if value == value}
+
+
 def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: str) -> DetectResult:
     """Run (or reuse) the detect stage; logs the weights and the score table to the active MLflow run."""
     key = detect_key(cfg, splits, segment_key)
@@ -125,6 +133,8 @@ def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: 
         timings = {"train_s": train_s, "infer_img_per_s": len(splits.all()) / (time.perf_counter() - started)}
         table = pd.concat(rows, ignore_index=True)
         check_finite_scores(table, cfg.model._target_)
+        validation = synthetic_validation(detector, samples["val"], cfg) if cfg.detect.validation.enabled else {}
+        (folder / "validation.json").write_text(json.dumps(validation))
         (folder / "timings.json").write_text(json.dumps(timings))
         table.to_csv(folder / "scores.csv", index=False)
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from polydefect import tracking
 from polydefect.allocator import reuse_freed_memory
 from polydefect.pipeline.data import log_data, prepare_data
-from polydefect.pipeline.detect import detect
+from polydefect.pipeline.detect import detect, read_validation
 from polydefect.pipeline.evaluate import BATCH_VERDICT, evaluate
 from polydefect.pipeline.segment import SegmentResult, segment
 from polydefect.reporting.summary import run_summary
@@ -38,6 +38,7 @@ def hydra_choices() -> dict[str, str]:
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
     tags = {"experiment": cfg.name, "variant": cfg.data.variant, "seed": str(cfg.seed)}
+    tags["dataset"] = Path(str(cfg.data.root)).name  # the data folder's name: the tables' rows per data set
     tags.update({f"choice.{k}": v for k, v in hydra_choices().items()})
     return tags
 
@@ -85,6 +86,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if "detect" in cfg.stages:
             with tracking.stage_run("detect"):
                 detection = detect(cfg, splits, cache, masks.key)
+            metrics.update({f"val/{k}": v for k, v in read_validation(detection.folder).items()})
             if "evaluate" in cfg.stages:
                 with tracking.stage_run("evaluate"):
                     metrics.update(evaluate(cfg, detection, output_dir / EVALUATION))

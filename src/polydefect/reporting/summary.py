@@ -50,7 +50,20 @@ def image_lines(metrics: Mapping[str, Any]) -> list[str]:
     if "test/pixel_auroc" in metrics:
         aupro = f", AUPRO {figure(metrics['test/aupro'])}" if "test/aupro" in metrics else ""
         lines += [f"Pixel AUROC {figure(metrics['test/pixel_auroc'])}{aupro}: test maps against the defect masks.", ""]
-    return lines
+    return lines + validation_lines(metrics)
+
+
+def validation_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """The validation signal: held-out good images against their pasted-anomaly copies (no test label read)."""
+    if "val/synthetic_image_auroc" not in metrics:
+        return []
+    pixel = metrics.get("val/synthetic_pixel_auroc")
+    pixel_text = f", pixel AUROC {figure(pixel)}" if pixel is not None else ""
+    return [
+        f"Validation (good held-out images and pasted anomalies): image AUROC "
+        f"{figure(metrics['val/synthetic_image_auroc'])}{pixel_text}.",
+        "",
+    ]
 
 
 def segment_lines(metrics: Mapping[str, Any]) -> list[str]:

@@ -1,0 +1,100 @@
+"""A validation signal every data set has: held-out good images, and the same images with pasted anomalies.
+
+Test labels must never choose a setting. The held-out good images (`data.val_fraction`, never trained on) are
+scored as they are and again with one Perlin-shaped anomaly pasted inside each one's object
+(`polydefect.data.synthetic_anomalies.paste_anomalies`); image AUROC of pasted against clean, and pixel AUROC
+of the maps against the pasted masks, rank configurations without reading a single test label. The pasted
+shapes imitate no real defect type; detectors trained on such pastes (DRAEM, the feature segmenter) see the
+same kind of anomaly here, so their figure is an optimistic one (a different seed, never their training draws).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from polydefect.data.sample import Sample
+from polydefect.data.synthetic_anomalies import paste_anomalies
+from polydefect.evaluation.metrics import evaluate
+from polydefect.scoring.stream import iter_scores
+
+if TYPE_CHECKING:
+    from polydefect.tasks.base import Detector
+
+PASTED_SUFFIX = "#pasted"  # a pasted copy's row id: its source's, with this suffix
+DRAWS = 16  # draws per image before giving up on a blob that overlaps the object within the area limits
+
+
+def _as_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W) or (H, W, C) uint8 -> (1, C, H, W) float in [0, 1]."""
+    array = image[..., None] if image.ndim == 2 else image
+    return torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255
+
+
+def _as_image(tensor: torch.Tensor, like: np.ndarray) -> np.ndarray:
+    """(1, C, H, W) in [0, 1] -> uint8 in the shape of `like`."""
+    array = (tensor[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return array.reshape(like.shape)
+
+
+def paste_one(sample: Sample, generator: torch.Generator, threshold: Sequence[float], max_area: float) -> Sample | None:
+    """A copy of a good sample with one anomaly inside its object mask, covering at most `max_area` of the
+    object; label 1 and the pasted pixels as its defect mask. None where no draw fits (an object too small)."""
+    image, inside = _as_tensor(sample.image), torch.from_numpy(sample.object_mask)
+    limit = max_area * int(inside.sum())
+    for _ in range(DRAWS):
+        pasted, mask = paste_anomalies(image, generator, probability=1.0, threshold=threshold)
+        mask = (mask[0, 0] > 0.5) & inside
+        if 0 < int(mask.sum()) <= limit:
+            blended = torch.where(mask, pasted, image)
+            return replace(
+                sample,
+                image=_as_image(blended, sample.image),
+                defect_mask=mask.numpy(),
+                label=1,
+                row_id=sample.row_id + PASTED_SUFFIX,
+                anomaly_map=None,
+                score=None,
+            )
+    return None
+
+
+def pasted_set(samples: Sequence[Sample], settings: Any) -> list[Sample]:
+    """The good samples followed by their pasted copies (a fixed draw: `settings.seed`)."""
+    generator = torch.Generator().manual_seed(int(settings.seed))
+    threshold = [float(t) for t in settings.threshold]
+    copies = [paste_one(s, generator, threshold, float(settings.max_area)) for s in samples]
+    return [*samples, *(c for c in copies if c is not None)]
+
+
+def synthetic_validation(detector: Detector, samples: Sequence[Sample], cfg: Any) -> dict[str, float]:
+    """`synthetic_image_auroc` and `synthetic_pixel_auroc` of the detector on the good validation samples and
+    their pasted copies, scored as the test images are (`iter_scores`); empty without validation images."""
+    if not samples:
+        return {}
+    scored = list(
+        iter_scores(
+            detector,
+            pasted_set(samples, cfg.detect.validation),
+            cfg.scoring,
+            cfg.detect.map_sigma,
+            cfg.data.batch_size,
+            precision=cfg.trainer.precision,
+        )
+    )
+    records = {
+        "score": torch.tensor([s.score for s in scored]),
+        "label": torch.tensor([int(s.row_id.endswith(PASTED_SUFFIX)) for s in scored]),
+    }
+    names = ["image_auroc"]
+    if len({s.anomaly_map.shape for s in scored}) == 1:  # pixel AUROC over one stack of maps
+        records |= {
+            field: torch.from_numpy(np.stack([getattr(s, field) for s in scored]))[:, None]
+            for field in ("anomaly_map", "defect_mask", "object_mask")
+        }
+        names.append("pixel_auroc")
+    return {f"synthetic_{name}": value for name, value in evaluate(records, names).items()}
