@@ -67,7 +67,9 @@ class PreprocessConfig:
     colour: bool = False  # keep RGB (3 channels) instead of grey (thesis); grey files are replicated
     mask_background: bool = True
     clahe: ClaheConfig = field(default_factory=ClaheConfig)
-    size: list[int] | None = None  # [width, height] to resize to; None keeps the data's size
+    size: list[int] | None = None  # [width, height] to resize to; None keeps the data's size (or see short_side)
+    # with size None: one size for the data set, its training images' median aspect with this short side (px)
+    short_side: int | None = None
     tile: TileConfig = field(default_factory=TileConfig)
 
 

@@ -64,3 +64,16 @@ def resize(image: np.ndarray, size: tuple[int, int] | None, is_mask: bool = Fals
         return cv2.resize(image.astype(np.uint8), tuple(size), interpolation=cv2.INTER_NEAREST).astype(bool)
     shrinking = size[0] < image.shape[1]
     return cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def aspect_kept_size(shapes: list[tuple[int, int]], short_side: int, multiple: int = 8) -> list[int]:
+    """One [width, height] for a data set's images (H, W): their median aspect ratio, the short side at
+    `short_side` and the long side a multiple of `multiple`. Every image is brought to it, so the maps stack for
+    the pixel metrics, and a long narrow surface keeps its length instead of being squashed to a square."""
+    if not shapes:
+        raise ValueError("preprocess.short_side: no images to take the aspect ratio from")
+    if short_side < multiple:
+        raise ValueError(f"preprocess.short_side must be >= {multiple} px, got {short_side}")
+    ratio = float(np.median([width / height for height, width in shapes]))  # > 1: wide
+    long_side = max(short_side, round(short_side * max(ratio, 1 / ratio) / multiple) * multiple)
+    return [long_side, short_side] if ratio >= 1 else [short_side, long_side]

@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 
 import mlflow
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
+from polydefect.data.preprocess import aspect_kept_size
 from polydefect.data.splits import DataSplits, make_splits
 from polydefect.data.validate import validate_tables
 
@@ -41,10 +42,16 @@ def domain_roots(cfg: DictConfig) -> dict[str, Path]:
 
 def prepare_data(cfg: DictConfig) -> tuple[DataSplits, dict[str, Path]]:
     """The run's splits and the folder of each domain, every file checked: bad input stops the run here,
-    before its MLflow run, output folder or any stage cache entry exists."""
+    before its MLflow run, output folder or any stage cache entry exists. A size rule (`preprocess.short_side`)
+    becomes the size it gives these images, in `cfg` itself, so the logged config and the cache keys hold it."""
     roots = domain_roots(cfg)
     splits = make_splits(cfg.data, roots, cfg.seed)
-    validate_tables((splits.train, splits.val, splits.test))
+    shapes = validate_tables((splits.train, splits.val, splits.test))
+    if cfg.preprocess.size is None and cfg.preprocess.short_side is not None:
+        size = aspect_kept_size([shapes[path] for path in splits.train["image_path"]], cfg.preprocess.short_side)
+        log.info("preprocess.short_side=%d: every image is resized to %d x %d", cfg.preprocess.short_side, *size)
+        with open_dict(cfg):
+            cfg.preprocess.size = size
     return splits, roots
 
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from polydefect.data.synthetic_anomalies import paste_anomalies
 from polydefect.models.draem import Draem
 from polydefect.models.losses import mse_ssim_loss
-from polydefect.tasks.inputs import match_channels, resize_square
+from polydefect.tasks.inputs import match_channels, resize_input
 from polydefect.tasks.pasted_anomalies import PastedAnomalyTask
 
 
@@ -62,7 +62,7 @@ class DraemTask(PastedAnomalyTask):
 
     def _prepare(self, images: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, net.in_channels, S, S): grey replicated to colour, colour averaged to grey."""
-        return resize_square(match_channels(images, self.net.in_channels), self.hparams.input_size)
+        return resize_input(match_channels(images, self.net.in_channels), self.hparams.input_size)
 
     def losses(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         x = self._prepare(batch["image"])  # (B, C, S, S) in [0, 1]

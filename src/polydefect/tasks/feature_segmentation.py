@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from polydefect.data.synthetic_anomalies import paste_anomalies
 from polydefect.models.feature_segmenter import FeatureSegmenter
 from polydefect.scoring.maps import patch_map_to_image
-from polydefect.tasks.inputs import resize_square
+from polydefect.tasks.inputs import resize_input
 from polydefect.tasks.pasted_anomalies import PastedAnomalyTask
 
 
@@ -19,12 +19,14 @@ class FeatureSegmentationTask(PastedAnomalyTask):
     """Pasted Perlin-noise anomalies (the data layer's, as DRAEM's) and binary cross-entropy against each
     patch's share of anomalous pixels; only the head learns, the pretrained backbone stays frozen.
 
-    Images are resized to a square `input_size` inside the task and the maps come back at the caller's H, W.
+    Images are resized to a square `input_size` inside the task (or to that short side with `keep_aspect`) and
+    the maps come back at the caller's H, W.
 
     Args:
         net: the `FeatureSegmenter`.
         optimizer: a partial optimizer (Hydra `_partial_: true`) completed with the head's parameters.
-        input_size: side of the square the backbone sees, px.
+        input_size: side of the square the backbone sees, px (its short side with `keep_aspect`).
+        keep_aspect: keep the image's aspect ratio instead of squashing it to a square.
         anomaly_probability: chance that a training image gets a synthetic anomaly.
         anomaly_threshold: Perlin threshold of the anomaly shapes, or a [low, high] range drawn per anomaly
             (`paste_anomalies`).
@@ -41,6 +43,7 @@ class FeatureSegmentationTask(PastedAnomalyTask):
         net: FeatureSegmenter,
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
         input_size: int = 160,
+        keep_aspect: bool = False,
         anomaly_probability: float = 0.5,
         anomaly_threshold: float | Sequence[float] = (-0.1, 0.6),
         repeats: int = 2,
@@ -58,7 +61,8 @@ class FeatureSegmentationTask(PastedAnomalyTask):
         self.net = net
 
     def losses(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
-        images = resize_square(batch["image"].float(), self.hparams.input_size).repeat(self.hparams.repeats, 1, 1, 1)
+        images = resize_input(batch["image"].float(), self.hparams.input_size, self.hparams.keep_aspect)
+        images = images.repeat(self.hparams.repeats, 1, 1, 1)
         anomalous, masks = paste_anomalies(
             images, generator, self.hparams.anomaly_probability, self.hparams.anomaly_threshold
         )
@@ -77,7 +81,7 @@ class FeatureSegmentationTask(PastedAnomalyTask):
         self.eval()
         try:
             images = images.to(self.device, torch.float32)
-            resized = resize_square(images, self.hparams.input_size)
+            resized = resize_input(images, self.hparams.input_size, self.hparams.keep_aspect)
             logits = self.net(resized).float()
         finally:
             self.train(was_training)

@@ -17,12 +17,30 @@ def match_channels(images: Tensor, channels: int) -> Tensor:
     return images.mean(1, keepdim=True).expand(-1, channels, -1, -1)
 
 
-def resize_square(images: Tensor, size: int | None) -> Tensor:
-    """(B, C, H, W) -> (B, C, size, size), antialiased; None or a batch already that size passes through.
+ASPECT_MULTIPLE = 8  # an aspect-kept input's long side is rounded to this (the backbones' first pooling stride)
 
-    Detectors with a fixed input square (the feature models, DRAEM) see every data set's images, whatever
-    their size and aspect, at the size they were tuned for; their maps are resized back by the caller.
+
+def input_shape(height: int, width: int, size: int | None, keep_aspect: bool = False) -> tuple[int, int]:
+    """The (H, W) a detector's network sees for an image of (height, width): a `size` square, or with
+    `keep_aspect` the short side at `size` and the long side scaled with it (a multiple of ASPECT_MULTIPLE), so a
+    long narrow image keeps its detail along its length; None keeps the image's own size."""
+    if size is None:
+        return height, width
+    if not keep_aspect:
+        return size, size
+    scale = size / min(height, width)
+    long_side = max(ASPECT_MULTIPLE, round(max(height, width) * scale / ASPECT_MULTIPLE) * ASPECT_MULTIPLE)
+    return (size, long_side) if height <= width else (long_side, size)
+
+
+def resize_input(images: Tensor, size: int | None, keep_aspect: bool = False) -> Tensor:
+    """(B, C, H, W) -> (B, C, *input_shape(H, W, size, keep_aspect)), antialiased; a batch already that size
+    passes through.
+
+    Detectors with a fixed input size (the feature models, DRAEM) see every data set's images at the scale they
+    were set for; their maps are resized back by the caller. A square image gives the same input either way.
     """
-    if size is None or tuple(images.shape[-2:]) == (size, size):
+    shape = input_shape(*images.shape[-2:], size, keep_aspect)
+    if tuple(images.shape[-2:]) == shape:
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(images, size=shape, mode="bilinear", align_corners=False, antialias=True)

@@ -11,7 +11,7 @@ from polydefect.models.coreset import greedy_coreset
 from polydefect.models.feature_memory import PatchFeatureMemory
 from polydefect.scoring.maps import patch_map_to_image
 from polydefect.tasks.base import DetectorTask
-from polydefect.tasks.inputs import resize_square
+from polydefect.tasks.inputs import resize_input
 
 
 class OnePassTask(DetectorTask):
@@ -29,12 +29,15 @@ class OnePassTask(DetectorTask):
 class MemoryBankTask(OnePassTask):
     """PatchCore-style detector: no optimizer, one epoch of feature collection, then an explicit `fit()`.
 
-    Images of any size are resized to a square `input_size` inside the task (square beat aspect-kept
-    inputs on magnetic tiles), and the maps are resized back, so callers see their own H, W.
+    Images of any size are resized to a square `input_size` inside the task, or with `keep_aspect` to a short
+    side of `input_size` (long narrow images keep their detail), and the maps are resized back, so callers see
+    their own H, W.
 
     Args:
         net: the feature memory (backbone, aggregation, k) whose bank `fit()` fills.
-        input_size: side of the square the backbone sees, px; None keeps each batch's size.
+        input_size: side of the square the backbone sees, px (its short side with `keep_aspect`); None keeps
+            each batch's size.
+        keep_aspect: keep the image's aspect ratio instead of squashing it to a square.
         bank_ratio: fraction of the collected patch features kept by the greedy coreset, in (0, 1].
         sigma: Gaussian smoothing std of the map at `input_size` resolution, px; 0 turns it off.
         projection_dim: random-projection dimensions used by the coreset selection.
@@ -47,6 +50,7 @@ class MemoryBankTask(OnePassTask):
         self,
         net: PatchFeatureMemory,
         input_size: int | None = 160,
+        keep_aspect: bool = False,
         bank_ratio: float = 0.1,
         sigma: float = 4.0,
         projection_dim: int = 128,
@@ -71,7 +75,7 @@ class MemoryBankTask(OnePassTask):
     def collect(self, images: Tensor) -> int:
         """Store the patch features of good images (B, C, H, W) for `fit()`; returns how many are stored.
         They are kept in float32 whatever the training precision: the coreset runs on the CPU."""
-        images = resize_square(images.to(self.device, torch.float32), self.hparams.input_size)
+        images = resize_input(images.to(self.device, torch.float32), self.hparams.input_size, self.hparams.keep_aspect)
         features = self.net.embed(images)  # (B, D, h, w)
         self.collected.append(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float().cpu())
         return sum(len(f) for f in self.collected)
@@ -95,6 +99,6 @@ class MemoryBankTask(OnePassTask):
         """(B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 patch distance: higher = more anomalous
         (views unused: one bank serves every view)."""
         images = images.to(self.device, torch.float32)
-        resized = resize_square(images, self.hparams.input_size)
+        resized = resize_input(images, self.hparams.input_size, self.hparams.keep_aspect)
         distances = self.net(resized)  # (B, 1, h, w)
         return patch_map_to_image(distances, resized.shape[-2:], self.hparams.sigma, images.shape[-2:])
