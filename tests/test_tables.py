@@ -46,6 +46,12 @@ def store(tmp_path: Path) -> tuple[str, dict[str, str]]:
     ids["mvtec"] = log_run(client, exp, mvtec, {"test/global/image_auroc": 0.95, "test/aupro": 0.8, **by_type})
     child = {"mlflow.parentRunId": ids["mvtec"], "stage": "detect"}
     log_run(client, exp, child, {"detect/train_s": 12.0, "detect/infer_img_per_s": 30.0})
+    # three detectors on KolektorSDD: the validation signal ranks them as their test AUROC does but for one pair
+    for model, val, test in (("patchcore", 0.8, 0.7), ("ensemble", 0.9, 0.85), ("draem", 0.95, 0.6)):
+        tags = {"choice.model": model, "variant": "mvtec", "dataset": "kolektorsdd"}
+        ids[f"kolektorsdd_{model}"] = log_run(
+            client, exp, tags, {"test/global/image_auroc": test, "val/synthetic_image_auroc": val}
+        )
     return uri, ids
 
 
@@ -57,7 +63,10 @@ def written(store, tmp_path: Path) -> dict[str, pd.DataFrame]:
 
 
 def test_every_table_is_written_as_csv_and_markdown(written, tmp_path: Path) -> None:
-    assert set(written) == {"table_1_1", "table_4_1", "anomaly_default", "magnetic_tile", "magnetic_tile_by_type"}
+    assert set(written) == {
+        *("table_1_1", "table_4_1", "anomaly_default", "magnetic_tile", "magnetic_tile_by_type"),
+        *("dev_sets", "dev_sets_validation"),
+    }
     markdown = (tmp_path / "tables" / "table_1_1.md").read_text()
     assert "| model | preprocessing | f1 | auroc | thesis_f1 | thesis_auroc | run_id |" in markdown
     assert "| CAE | Segmented and Contrast Enhanced | 0.600 | 0.900 | 0.590 | 0.910 |" in markdown
@@ -98,6 +107,31 @@ def test_magnetic_tile_reads_the_timings_of_the_detect_stage(written) -> None:
     ]
     row = table.iloc[0]
     assert (row["detector"], row["image_auroc"], row["train_s"], row["infer_img_per_s"]) == ("patchcore", 0.95, 12, 30)
+
+
+def test_dev_sets_has_a_row_per_data_set_and_detector_and_the_default_first(written, store) -> None:
+    table = written["dev_sets"]
+    assert list(table.columns) == [
+        *("dataset", "detector", "image_auroc", "image_auprc", "f1", "pixel_auroc", "aupro"),
+        *("val_synthetic_auroc", "train_s", "infer_img_per_s", "run_id"),
+    ]
+    tile = table[table["dataset"] == "magnetic_tile"]  # a run made before runs were tagged with their data set
+    assert list(tile["detector"]) == ["patchcore"] and list(tile["run_id"]) == [store[1]["mvtec"]]
+    kolektor = table[table["dataset"] == "kolektorsdd"]
+    assert list(kolektor["detector"]) == ["default", "draem", "ensemble", "patchcore"]
+    assert kolektor.iloc[0]["run_id"] == store[1]["kolektorsdd_ensemble"], "data=mvtec runs the ensemble"
+
+
+def test_dev_sets_validation_ranks_the_detectors_by_the_validation_signal(written) -> None:
+    table = written["dev_sets_validation"].set_index("dataset")
+    kolektor = table.loc["kolektorsdd"]
+    assert kolektor["detectors"] == 3 and kolektor["spearman_val_vs_test"] == pytest.approx(-0.5)
+    assert (kolektor["chosen_by_val"], kolektor["chosen_image_auroc"], kolektor["best_image_auroc"]) == (
+        "draem",
+        0.6,
+        0.85,
+    )
+    assert "magnetic_tile" not in table.index, "no validation signal was logged there"
 
 
 def test_the_per_defect_type_table_has_a_row_per_detector_and_type(written) -> None:

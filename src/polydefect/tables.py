@@ -15,13 +15,29 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from hydra import compose, initialize_config_dir
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+from scipy.stats import spearmanr
+
+from polydefect.config import register_configs
 
 log = logging.getLogger(__name__)
 
 THESIS_NUMBERS = Path("experiments/thesis_numbers.yaml")  # the default of --thesis-numbers
+CONF = Path(__file__).resolve().parents[2] / "conf"  # the app's configs, as `python -m polydefect` reads them
+DEV_SETS = ("magnetic_tile", "kolektorsdd", "posed_bricks")  # the development sets, by their folders' names
+DETECTOR_COLUMNS = (
+    "image_auroc",
+    "image_auprc",
+    "f1",
+    "pixel_auroc",
+    "aupro",
+    "val_synthetic_auroc",
+    "train_s",
+    "infer_img_per_s",
+)
 TRAIN_DATA = ("real", "synthetic", "mixed")
 THRESHOLDS = ("global", "per_view", "val_f1")
 SEGMENT_METRICS = ("precision", "recall", "f1", "auc", "iou")
@@ -43,12 +59,18 @@ MAGNETIC_TILE_COMMANDS = (
     "python -m polydefect -m +experiment=magnetic_tile data.root=<MVTec-layout folder> model=cae,dae "
     "preprocess=mvtec_128"
 )
+DEV_SETS_COMMANDS = (
+    "python -m polydefect -m +experiment=dev_sets && "
+    "python -m polydefect -m +experiment=dev_sets model=cae,dae preprocess=mvtec_128"
+)
 COMMANDS = {
     "table_1_1": "python -m polydefect -m +experiment=table_1_1",
     "table_4_1": "python -m polydefect -m +experiment=table_4_1",
     "anomaly_default": "python -m polydefect -m +experiment=real,synthetic,mixed model=cae,view_memory",
     "magnetic_tile": MAGNETIC_TILE_COMMANDS,
     "magnetic_tile_by_type": MAGNETIC_TILE_COMMANDS,
+    "dev_sets": DEV_SETS_COMMANDS,
+    "dev_sets_validation": DEV_SETS_COMMANDS,
 }
 
 
@@ -175,42 +197,105 @@ def anomaly_default(runs: list[Run], thesis_auroc: dict[str, float]) -> Table:
 
 
 def detector_cell(run: Run) -> tuple | None:
-    """(detector,) of a run on MVTec-layout data: its model (`choice.detector` in runs made before the
-    `detector` group was folded into `model` and `preprocess=mvtec_128`)."""
+    """(dataset, detector) of a run on MVTec-layout data: its data folder's name and its model (`choice.detector`
+    in runs made before the `detector` group was folded into `model` and `preprocess=mvtec_128`). Runs made
+    before runs were tagged with their data set were all on the magnetic tiles."""
     tags = run.data.tags
     if tags.get("variant") != "mvtec":
         return None
     name = tags.get("choice.detector") or tags.get("choice.model")
-    return (name,) if name else None
+    return (tags.get("dataset", "magnetic_tile"), name) if name else None
+
+
+def detect_stage(client: MlflowClient, run: Run) -> Run | None:
+    """The detect stage's run of a pipeline run (its training time and scoring speed)."""
+    found = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.stage = 'detect'"
+    )
+    return found[0] if found else None
+
+
+def detector_row(client: MlflowClient, run: Run) -> dict[str, Any]:
+    """A detector's test figures, validation signal, training time and scoring speed."""
+    detect = detect_stage(client, run)
+    return {
+        "image_auroc": metric(run, "test/global/image_auroc"),
+        "image_auprc": metric(run, "test/global/image_auprc"),
+        "f1": metric(run, "test/global/f1"),
+        "pixel_auroc": metric(run, "test/pixel_auroc"),
+        "aupro": metric(run, "test/aupro"),
+        "val_synthetic_auroc": metric(run, "val/synthetic_image_auroc"),
+        "train_s": metric(detect, "detect/train_s"),
+        "infer_img_per_s": metric(detect, "detect/infer_img_per_s"),
+        "run_id": run_id(run),
+    }
 
 
 def magnetic_tile(client: MlflowClient, runs: list[Run]) -> Table:
-    """Every detector on MVTec-layout data (data=mvtec), with training time and scoring speed."""
+    """Every detector on the magnetic tiles (data=mvtec), with training time and scoring speed."""
     cells = latest(runs, detector_cell)
-    rows = []
-    for (detector,), run in sorted(cells.items()):
-        stages = client.search_runs(
-            [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.stage = 'detect'"
-        )
-        detect = stages[0] if stages else None
-        rows.append(
-            {
-                "detector": detector,
-                "image_auroc": metric(run, "test/global/image_auroc"),
-                "image_auprc": metric(run, "test/global/image_auprc"),
-                "f1": metric(run, "test/global/f1"),
-                "pixel_auroc": metric(run, "test/pixel_auroc"),
-                "aupro": metric(run, "test/aupro"),
-                "train_s": metric(detect, "detect/train_s"),
-                "infer_img_per_s": metric(detect, "detect/infer_img_per_s"),
-                "run_id": run_id(run),
-            }
-        )
-    columns = ["detector", "image_auroc", "image_auprc", "f1", "pixel_auroc", "aupro", "train_s", "infer_img_per_s"]
+    rows = [
+        {"detector": detector, **detector_row(client, run)}
+        for (dataset, detector), run in sorted(cells.items())
+        if dataset == "magnetic_tile"
+    ]
+    columns = ["detector", *(c for c in DETECTOR_COLUMNS if c != "val_synthetic_auroc")]
     return Table(
         "magnetic_tile",
         "Detectors on the magnetic-tile data (MVTec layout)",
         pd.DataFrame(rows, columns=[*columns, "run_id"]),
+    )
+
+
+def default_mvtec_model() -> str:
+    """The model `python -m polydefect data=mvtec data.root=...` runs with no other override."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", ["data=mvtec", "data.root=."], return_hydra_config=True)
+    return str(cfg.hydra.runtime.choices.model)
+
+
+def dev_sets(client: MlflowClient, runs: list[Run]) -> Table:
+    """Every detector on every development set, and the `default` row: the detector data=mvtec runs with."""
+    cells = latest(runs, detector_cell)
+    default = default_mvtec_model()
+    rows = []
+    for dataset in DEV_SETS:
+        found = {detector: run for (name, detector), run in cells.items() if name == dataset}
+        if default in found:
+            rows.append({"dataset": dataset, "detector": "default", **detector_row(client, found[default])})
+        rows += [{"dataset": dataset, "detector": d, **detector_row(client, found[d])} for d in sorted(found)]
+    frame = pd.DataFrame(rows, columns=["dataset", "detector", *DETECTOR_COLUMNS, "run_id"])
+    return Table("dev_sets", f"Every detector on the development sets (`default`: model={default})", frame)
+
+
+def dev_sets_validation(dev: Table) -> Table:
+    """Per development set, how well the validation signal (good held-out images against pasted anomalies, no
+    test label read) ranks the detectors by test image AUROC: Spearman's rank correlation, and the detector it
+    would choose with the test AUROC that choice gets, beside the best one's."""
+    rows = []
+    frame = dev.frame[dev.frame["detector"] != "default"] if "detector" in dev.frame else dev.frame
+    for dataset, group in frame.groupby("dataset", sort=False):
+        known = group.dropna(subset=["val_synthetic_auroc", "image_auroc"])
+        if known.empty:
+            continue
+        chosen = known.loc[known["val_synthetic_auroc"].idxmax()]
+        rho = spearmanr(known["val_synthetic_auroc"], known["image_auroc"]).statistic if len(known) > 2 else math.nan
+        rows.append(
+            {
+                "dataset": dataset,
+                "detectors": len(known),
+                "spearman_val_vs_test": float(rho),
+                "chosen_by_val": chosen["detector"],
+                "chosen_image_auroc": chosen["image_auroc"],
+                "best_image_auroc": known["image_auroc"].max(),
+            }
+        )
+    columns = ["dataset", "detectors", "spearman_val_vs_test", "chosen_by_val", "chosen_image_auroc"]
+    return Table(
+        "dev_sets_validation",
+        "The validation signal against the test figures, per development set",
+        pd.DataFrame(rows, columns=[*columns, "best_image_auroc"]),
     )
 
 
@@ -219,7 +304,9 @@ def magnetic_tile_by_type(runs: list[Run]) -> Table:
     pixel AUROC, from the `test/type/<type>/...` metrics of the evaluate stage."""
     cells = latest(runs, detector_cell)
     rows = []
-    for (detector,), run in sorted(cells.items()):
+    for (dataset, detector), run in sorted(cells.items()):
+        if dataset != "magnetic_tile":
+            continue
         types = sorted({key.split("/")[2] for key in run.data.metrics if key.startswith("test/type/")})
         for name in types:
             row = {"detector": detector, "defect_type": name}
@@ -260,12 +347,15 @@ def write_tables(tracking_uri: str, experiment: str, out: Path, thesis_numbers: 
     log.info("%d finished runs in %s, experiment %s", len(runs), tracking_uri, experiment)
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    dev = dev_sets(client, runs)
     for table in (
         table_1_1(runs, thesis["table_1_1"]),
         table_4_1(runs, thesis["table_4_1"]),
         anomaly_default(runs, thesis["anomaly_auroc"]),
         magnetic_tile(client, runs),
         magnetic_tile_by_type(runs),
+        dev,
+        dev_sets_validation(dev),
     ):
         table.frame.to_csv(out / f"{table.name}.csv", index=False)
         (out / f"{table.name}.md").write_text(to_markdown(table, f"`{tracking_uri}`, experiment `{experiment}`"))
