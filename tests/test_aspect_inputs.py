@@ -84,6 +84,8 @@ def test_a_run_resolves_the_size_rule_from_its_training_images_into_its_config(t
             path = tmp_path / "strips" / split / kind / f"{index:03d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(path), rng.integers(0, 255, (325 - 5 * (split == "test"), 100), np.uint8))
-    cfg = compose_app("data=mvtec", f"data.root={tmp_path / 'strips'}", "preprocess.size=null", "preprocess.short_side=64")
+    cfg = compose_app(
+        "data=mvtec", f"data.root={tmp_path / 'strips'}", "preprocess.size=null", "preprocess.short_side=64"
+    )
     prepare_data(cfg)
     assert list(cfg.preprocess.size) == [64, 208]  # width, height: the training images' 100 x 325 at 64 x 208
