@@ -47,11 +47,15 @@ def store(tmp_path: Path) -> tuple[str, dict[str, str]]:
     child = {"mlflow.parentRunId": ids["mvtec"], "stage": "detect"}
     log_run(client, exp, child, {"detect/train_s": 12.0, "detect/infer_img_per_s": 30.0})
     # three detectors on KolektorSDD: the validation signal ranks them as their test AUROC does but for one pair
-    for model, val, test in (("patchcore", 0.8, 0.7), ("ensemble", 0.9, 0.85), ("draem", 0.95, 0.6)):
-        tags = {"choice.model": model, "variant": "mvtec", "dataset": "kolektorsdd"}
-        ids[f"kolektorsdd_{model}"] = log_run(
+    runs = [("patchcore", "dev_sets", 0.8, 0.7), ("ensemble", "dev_sets", 0.9, 0.85), ("draem", "dev_sets", 0.95, 0.6)]
+    runs.append(("patchcore", "dev_sets_aspect", 0.85, 0.8))  # an option measured on and off
+    for model, name, val, test in runs:
+        tags = {"choice.model": model, "variant": "mvtec", "dataset": "kolektorsdd", "experiment": name}
+        ids[f"kolektorsdd_{model}_{name}"] = log_run(
             client, exp, tags, {"test/global/image_auroc": test, "val/synthetic_image_auroc": val}
         )
+    tile = {"choice.model": "ensemble", "variant": "mvtec", "dataset": "magnetic_tile", "experiment": "dev_sets"}
+    ids["magnetic_tile_dev"] = log_run(client, exp, tile, {"test/global/image_auroc": 0.5})
     return uri, ids
 
 
@@ -109,23 +113,28 @@ def test_magnetic_tile_reads_the_timings_of_the_detect_stage(written) -> None:
     assert (row["detector"], row["image_auroc"], row["train_s"], row["infer_img_per_s"]) == ("patchcore", 0.95, 12, 30)
 
 
-def test_dev_sets_has_a_row_per_data_set_and_detector_and_the_default_first(written, store) -> None:
+def test_dev_sets_has_a_row_per_data_set_and_configuration_and_the_default_first(written, store) -> None:
     table = written["dev_sets"]
     assert list(table.columns) == [
         *("dataset", "detector", "image_auroc", "image_auprc", "f1", "pixel_auroc", "aupro"),
         *("val_synthetic_auroc", "train_s", "infer_img_per_s", "run_id"),
     ]
-    tile = table[table["dataset"] == "magnetic_tile"]  # a run made before runs were tagged with their data set
-    assert list(tile["detector"]) == ["patchcore"] and list(tile["run_id"]) == [store[1]["mvtec"]]
+    tile = table[table["dataset"] == "magnetic_tile"]
+    assert list(tile["detector"]) == ["default", "ensemble"]
+    assert set(tile["run_id"]) == {store[1]["magnetic_tile_dev"]}
     kolektor = table[table["dataset"] == "kolektorsdd"]
-    assert list(kolektor["detector"]) == ["default", "draem", "ensemble", "patchcore"]
-    assert kolektor.iloc[0]["run_id"] == store[1]["kolektorsdd_ensemble"], "data=mvtec runs the ensemble"
+    assert list(kolektor["detector"]) == ["default", "draem", "ensemble", "patchcore", "patchcore (aspect)"]
+    assert kolektor.iloc[0]["run_id"] == store[1]["kolektorsdd_ensemble_dev_sets"], "data=mvtec runs the ensemble"
 
 
-def test_dev_sets_validation_ranks_the_detectors_by_the_validation_signal(written) -> None:
+def test_the_magnetic_tile_table_leaves_the_development_sweeps_out(written, store) -> None:
+    assert list(written["magnetic_tile"]["run_id"]) == [store[1]["mvtec"]]
+
+
+def test_dev_sets_validation_ranks_the_configurations_by_the_validation_signal(written) -> None:
     table = written["dev_sets_validation"].set_index("dataset")
     kolektor = table.loc["kolektorsdd"]
-    assert kolektor["detectors"] == 3 and kolektor["spearman_val_vs_test"] == pytest.approx(-0.5)
+    assert kolektor["detectors"] == 4 and kolektor["spearman_val_vs_test"] == pytest.approx(-0.2)
     assert (kolektor["chosen_by_val"], kolektor["chosen_image_auroc"], kolektor["best_image_auroc"]) == (
         "draem",
         0.6,

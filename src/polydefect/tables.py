@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 THESIS_NUMBERS = Path("experiments/thesis_numbers.yaml")  # the default of --thesis-numbers
 CONF = Path(__file__).resolve().parents[2] / "conf"  # the app's configs, as `python -m polydefect` reads them
 DEV_SETS = ("magnetic_tile", "kolektorsdd", "posed_bricks")  # the development sets, by their folders' names
+DEV_SETS_NAME = "dev_sets"  # the run name (`name=`) of +experiment=dev_sets; dev_sets_<option> for an option
 DETECTOR_COLUMNS = (
     "image_auroc",
     "image_auprc",
@@ -197,14 +198,26 @@ def anomaly_default(runs: list[Run], thesis_auroc: dict[str, float]) -> Table:
 
 
 def detector_cell(run: Run) -> tuple | None:
-    """(dataset, detector) of a run on MVTec-layout data: its data folder's name and its model (`choice.detector`
-    in runs made before the `detector` group was folded into `model` and `preprocess=mvtec_128`). Runs made
-    before runs were tagged with their data set were all on the magnetic tiles."""
+    """(dataset, detector) of a run on MVTec-layout data outside the development sweeps: its data folder's name
+    and its model (`choice.detector` in runs made before the `detector` group was folded into `model` and
+    `preprocess=mvtec_128`). Runs made before runs were tagged with their data set were all on the magnetic
+    tiles."""
     tags = run.data.tags
-    if tags.get("variant") != "mvtec":
+    if tags.get("variant") != "mvtec" or tags.get("experiment", "").startswith(DEV_SETS_NAME):
         return None
     name = tags.get("choice.detector") or tags.get("choice.model")
     return (tags.get("dataset", "magnetic_tile"), name) if name else None
+
+
+def dev_cell(run: Run) -> tuple | None:
+    """(dataset, configuration) of a development-set run: `+experiment=dev_sets` names its model; a run named
+    `dev_sets_<option>` (an option measured on and off) is `<model> (<option>)`."""
+    tags = run.data.tags
+    experiment, model = tags.get("experiment", ""), tags.get("choice.model")
+    if tags.get("variant") != "mvtec" or not model or not experiment.startswith(DEV_SETS_NAME):
+        return None
+    option = experiment.removeprefix(DEV_SETS_NAME).removeprefix("_")
+    return tags.get("dataset", ""), f"{model} ({option})" if option else model
 
 
 def detect_stage(client: MlflowClient, run: Run) -> Run | None:
@@ -257,7 +270,7 @@ def default_mvtec_model() -> str:
 
 def dev_sets(client: MlflowClient, runs: list[Run]) -> Table:
     """Every detector on every development set, and the `default` row: the detector data=mvtec runs with."""
-    cells = latest(runs, detector_cell)
+    cells = latest(runs, dev_cell)
     default = default_mvtec_model()
     rows = []
     for dataset in DEV_SETS:
