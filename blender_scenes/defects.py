@@ -12,8 +12,9 @@ from materials import Defect
 KINDS = ("scratch", "sink_mark", "flow_lines", "black_speck")
 
 
-def _surface_point(mesh, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A random point on the visible surface and its normal, area-weighted over triangles."""
+def _surface_point(mesh, rng: np.random.Generator, up: tuple = (0.0, 0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """A random point on the visible surface and its normal, area-weighted over triangles; `up` is the world's
+    up in the part's own frame (a part lying on its side shows other faces)."""
     mesh.calc_loop_triangles()
     tris = mesh.loop_triangles
     count = len(tris)
@@ -28,7 +29,7 @@ def _surface_point(mesh, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     mesh.vertices.foreach_get("co", coords)
     coords, normals = coords.reshape(-1, 3).astype(np.float64), normals.reshape(-1, 3).astype(np.float64)
     areas = areas.astype(np.float64)
-    weights = areas * (normals[:, 2] > -0.3)  # never on the underside
+    weights = areas * (normals @ np.asarray(up, np.float64) > -0.3)  # never on the underside
     index = rng.choice(count, p=weights / weights.sum())
     u, v = rng.random(2)
     if u + v > 1:
@@ -47,9 +48,10 @@ def _tangent(normal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.cos(angle) * first + np.sin(angle) * second
 
 
-def sample_defect(kind: str, mesh, rng: np.random.Generator, sizes: dict) -> Defect:
-    """One defect of `kind` on `mesh`; `sizes` holds [min, max] millimetre ranges per kind (profile keys)."""
-    point, normal = _surface_point(mesh, rng)
+def sample_defect(kind: str, mesh, rng: np.random.Generator, sizes: dict, up: tuple = (0.0, 0.0, 1.0)) -> Defect:
+    """One defect of `kind` on `mesh`; `sizes` holds [min, max] millimetre ranges per kind (profile keys), `up`
+    the world's up in the part's frame."""
+    point, normal = _surface_point(mesh, rng, up)
     low, high = sizes[kind]
     size = rng.uniform(low, high) / 1000
     tangent = _tangent(normal, rng)

@@ -17,12 +17,12 @@ from materials import Defect, holder_material, plastic_material
 from mathutils import Euler, Vector
 
 
-def _link(obj: bpy.types.Object) -> bpy.types.Object:
+def link_object(obj: bpy.types.Object) -> bpy.types.Object:
     bpy.context.scene.collection.objects.link(obj)
     return obj
 
 
-def _track_to(obj: bpy.types.Object, target: bpy.types.Object) -> None:
+def track_to(obj: bpy.types.Object, target: bpy.types.Object) -> None:
     constraint = obj.constraints.new("TRACK_TO")
     constraint.target = target
     constraint.track_axis = "TRACK_NEGATIVE_Z"
@@ -91,7 +91,7 @@ def set_pass(spec: dict, mask: bool) -> None:
     world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.0 if mask else spec["light"]["world"]
 
 
-def _world(strength: float) -> None:
+def set_world(strength: float) -> None:
     scene = bpy.context.scene
     if scene.world is None:
         scene.world = bpy.data.worlds.new("world")
@@ -124,7 +124,7 @@ def _path_points(path: dict, count: int = 9) -> list[Vector]:
 def build_rig(spec: dict) -> dict:
     """Path, rig, cameras, spotlight and the look-at target; returns them by name."""
     camera_spec, light_spec = spec["camera"], spec["light"]
-    target = _link(bpy.data.objects.new("target", None))
+    target = link_object(bpy.data.objects.new("target", None))
     curve = bpy.data.curves.new("scanner_path", "CURVE")
     curve.dimensions = "3D"
     spline = curve.splines.new("BEZIER")
@@ -133,12 +133,12 @@ def build_rig(spec: dict) -> dict:
     for bezier, point in zip(spline.bezier_points, points, strict=True):
         bezier.co = point
         bezier.handle_left_type = bezier.handle_right_type = "AUTO"
-    path = _link(bpy.data.objects.new("scanner_path", curve))
-    rig = _link(bpy.data.objects.new("scanner_rig", None))
+    path = link_object(bpy.data.objects.new("scanner_path", curve))
+    rig = link_object(bpy.data.objects.new("scanner_rig", None))
     follow = rig.constraints.new("FOLLOW_PATH")
     follow.target = path
     follow.use_fixed_location = True
-    _track_to(rig, target)
+    track_to(rig, target)
     positions = spec["positions"]
     bpy.context.preferences.edit.keyframe_new_interpolation_type = "LINEAR"
     for frame, factor in ((1, 0.0), (positions, 1.0)) if positions > 1 else ((1, 0.5),):
@@ -151,24 +151,24 @@ def build_rig(spec: dict) -> dict:
         data.sensor_width = camera_spec["sensor_mm"]
         data.clip_start = camera_spec["clip_start_m"]
         data.clip_end = 10.0
-        camera = _link(bpy.data.objects.new(f"camera_{index}", data))
+        camera = link_object(bpy.data.objects.new(f"camera_{index}", data))
         camera.parent = rig
         camera.location = ((index - 0.5) * camera_spec["baseline_m"], 0.0, 0.0)
-        _track_to(camera, target)
+        track_to(camera, target)
         cameras.append(camera)
     light_data = bpy.data.lights.new("spot", "SPOT")
     light_data.energy = light_spec["energy_w"]
     light_data.spot_size = math.radians(light_spec["spot_deg"])
     light_data.spot_blend = light_spec["blend"]
     light_data.shadow_soft_size = light_spec["size_m"]
-    light = _link(bpy.data.objects.new("spot", light_data))
-    light_target = _link(bpy.data.objects.new("light_target", None))
+    light = link_object(bpy.data.objects.new("spot", light_data))
+    light_target = link_object(bpy.data.objects.new("light_target", None))
     light_target.location = light_spec["aim_m"]
     if light_spec["on_rig"]:
         light.parent = rig
     light.location = light_spec["location_m"]
-    _track_to(light, light_target)
-    _world(light_spec["world"])
+    track_to(light, light_target)
+    set_world(light_spec["world"])
     return {"target": target, "rig": rig, "cameras": cameras, "light": light}
 
 
@@ -176,12 +176,12 @@ def build_holder(spec: dict) -> bpy.types.Object:
     layout = spec["layout"]
     width = layout["cols"] * layout["pitch_m"][0] + 0.06
     depth = layout["rows"] * layout["pitch_m"][1] + 0.05
-    holder = _link(bpy.data.objects.new("holder", holder_mesh("holder", width, depth, layout["pitch_m"][1])))
+    holder = link_object(bpy.data.objects.new("holder", holder_mesh("holder", width, depth, layout["pitch_m"][1])))
     holder.data.materials.append(holder_material("holder", spec["holder"]))
     return holder
 
 
-def _part_mesh(entry: dict, cache: dict) -> tuple[bpy.types.Mesh, tuple | None]:
+def part_mesh(entry: dict, cache: dict) -> tuple[bpy.types.Mesh, tuple | None]:
     """Mesh and own colour (None: use the material's) of a part entry, built once per run.
 
     Entries come from polydefect.synth.parts: {"kind": "procedural", "name": "brick<W>x<L>"} or
@@ -225,7 +225,7 @@ def place_parts(spec: dict, batch: int, defective: bool, cache: dict) -> list[di
     for slot in range(layout["rows"] * layout["cols"]):
         row, col = divmod(slot, layout["cols"])
         part = parts[slot % len(parts)]
-        source_mesh, own_color = _part_mesh(part, cache)
+        source_mesh, own_color = part_mesh(part, cache)
         mesh = source_mesh.copy()
         mesh.name = f"part_{slot}"
         offset = rng.normal(0.0, jitter["position_mm"] / 1000, 2)
@@ -245,7 +245,7 @@ def place_parts(spec: dict, batch: int, defective: bool, cache: dict) -> list[di
         material["polydefect_part"] = True
         mesh.materials.clear()
         mesh.materials.append(material)
-        obj = _link(bpy.data.objects.new(f"part_{slot}", mesh))
+        obj = link_object(bpy.data.objects.new(f"part_{slot}", mesh))
         obj["polydefect_part"] = slot
         x = (col - (layout["cols"] - 1) / 2) * layout["pitch_m"][0] + offset[0]
         y = (row - (layout["rows"] - 1) / 2) * layout["pitch_m"][1] + offset[1]
@@ -273,7 +273,7 @@ def place_parts(spec: dict, batch: int, defective: bool, cache: dict) -> list[di
         material = plastic_material("indicator", spec["material"], [], is_part=False)
         material["polydefect_part"] = True
         mesh.materials.append(material)
-        obj = _link(bpy.data.objects.new("indicator", mesh))
+        obj = link_object(bpy.data.objects.new("indicator", mesh))
         obj["polydefect_part"] = -1
         obj.location = ((layout["cols"] / 2) * layout["pitch_m"][0] + 0.012, 0.0, 0.0)
     return records

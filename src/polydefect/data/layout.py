@@ -127,7 +127,8 @@ def discover_thesis(root: str | Path) -> pd.DataFrame:
 
 
 def discover_mvtec(root: str | Path) -> pd.DataFrame:
-    """Read the MVTec AD layout: ``train/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.png``.
+    """Read the MVTec AD layout: ``train/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.png``, and
+    where a set has them (polydefect's posed renders), object masks ``object_masks/<split>/<type>/<stem>.png``.
 
     Every image is its own view ("all"): MVTec sets have one viewpoint per category.
     """
@@ -148,11 +149,12 @@ def discover_mvtec(root: str | Path) -> pd.DataFrame:
                 defect_mask = None
                 if defect_type != "good":
                     defect_mask = _find_by_stem(root / "ground_truth" / defect_type, f"{image.stem}_mask")
+                object_mask = _find_by_stem(root / "object_masks" / split / defect_type, image.stem)
                 rows.append(
                     {
                         "row_id": image.relative_to(root).as_posix(),
                         "image_path": str(image),
-                        "object_mask_path": None,
+                        "object_mask_path": str(object_mask) if object_mask else None,
                         "defect_mask_path": str(defect_mask) if defect_mask else None,
                         "batch": batch,
                         "view": "all",

@@ -52,12 +52,17 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def _expected_files(spec: dict) -> int:
+    """Images, object masks and defect masks the spec makes."""
+    if spec["arrangement"] == "posed":
+        posed = spec["posed"]
+        return 2 * (posed["train"] + posed["test_good"] + posed["test_defective"]) + posed["test_defective"]
     views = spec["positions"] * 2
     return spec["batches"] * views * 2 + len(spec["defective_batches"]) * views
 
 
-def _count_files(root: Path) -> int:
-    return sum(1 for path in root.glob("batch_*/*/*.png"))
+def _count_files(root: Path, arrangement: str) -> int:
+    pattern = "batch_*/*/*.png" if arrangement == "holder" else "**/[!.]*.png"
+    return sum(1 for path in root.glob(pattern))
 
 
 def _run(command: list[str], log_path: Path, show: bool, title: str) -> None:
@@ -92,14 +97,16 @@ def _run(command: list[str], log_path: Path, show: bool, title: str) -> None:
 
 
 def ensure_rendered(cfg: DictConfig, progress: bool = True) -> Path:
-    """Render the data set of a `synth` profile unless the cache has it; return its root (thesis layout).
+    """Render the data set of a `synth` profile unless the cache has it; return its root (the thesis layout for
+    the holder arrangement, the MVTec AD layout for the posed one).
 
     Args:
         cfg: the composed `synth` node of one profile (conf/synth/*.yaml).
         progress: show a progress bar (rich) while rendering.
 
     Returns:
-        The data set root: batch_NN/{images,object_masks,defect_masks}/pPP_cC.png and manifest.jsonl.
+        The data set root: batch_NN/{images,object_masks,defect_masks}/pPP_cC.png (holder) or train/, test/,
+        ground_truth/ and object_masks/ (posed), and manifest.jsonl.
     """
     script = render_script(cfg)
     spec = resolve_parts(render_spec(cfg), cfg)
@@ -112,7 +119,7 @@ def ensure_rendered(cfg: DictConfig, progress: bool = True) -> Path:
     started = time.perf_counter()
     title = f"rendering {spec['profile']} ({cfg.size})"
     _run(render_command(cfg, script, spec_path, root), root / "render.log", progress, title)
-    found, expected = _count_files(root), _expected_files(spec)
+    found, expected = _count_files(root, spec["arrangement"]), _expected_files(spec)
     if found != expected or not (root / "manifest.jsonl").is_file():
         raise RenderError(f"{root}: renderer finished but left {found} of {expected} images and masks; see render.log")
     _write_json_atomic(root / COMPLETE, {"files": found, "seconds": round(time.perf_counter() - started, 1)})

@@ -26,8 +26,14 @@ RUN_KEYS = (
 REQUIRED_KEYS = (
     "profile", "seed", "device", "compute_device_type", "threads", "samples", "denoiser", "width", "height",
     "batches", "positions", "defective_batches", "part", "part_scale", "part_up", "layout", "jitter", "indicator",
-    "camera", "light", "material", "holder", "sensor", "defects", "ldraw_colors",
+    "camera", "light", "material", "holder", "sensor", "defects", "ldraw_colors", "arrangement", "posed",
 )  # fmt: skip
+ARRANGEMENTS = ("holder", "posed")  # the scanner's holder (thesis layout) | one part per image (MVTec layout)
+POSED_KEYS = (
+    "train", "test_good", "test_defective", "rests", "elevation_deg", "distance_m", "light_elevation_deg",
+    "light_energy_w", "shift_m", "min_defect_px",
+)  # fmt: skip
+RESTS = ("upright", "upside_down", "on_side", "on_end")
 DENOISERS = ("fast", "balanced", "high", "none")
 SCRIPT_DIR = Path(__file__).resolve().parents[3] / "blender_scenes"
 
@@ -67,7 +73,26 @@ def render_spec(cfg: DictConfig) -> dict:
     bad = [b for b in spec["defective_batches"] if not 1 <= b <= spec["batches"]]
     if bad:
         raise SynthConfigError(f"synth.defective_batches: {bad} outside batches 1..{spec['batches']}")
+    if spec["arrangement"] not in ARRANGEMENTS:
+        raise SynthConfigError(f"synth.arrangement: {spec['arrangement']!r}; choose one of {list(ARRANGEMENTS)}")
+    if spec["arrangement"] == "posed":
+        check_posed(spec["posed"] or {})
     return spec
+
+
+def check_posed(posed: dict) -> None:
+    """The `synth.posed` keys of the posed arrangement: image counts, resting poses, and the ranges drawn."""
+    missing = [key for key in POSED_KEYS if key not in posed]
+    if missing:
+        raise SynthConfigError(f"synth.posed: missing keys {missing}")
+    for key in ("train", "test_good", "test_defective"):
+        if not isinstance(posed[key], int) or posed[key] < (1 if key == "train" else 0):
+            raise SynthConfigError(
+                f"synth.posed.{key}: must be a non-negative integer (train: positive), got {posed[key]!r}"
+            )
+    unknown = sorted(set(posed["rests"]) - set(RESTS))
+    if unknown or not posed["rests"]:
+        raise SynthConfigError(f"synth.posed.rests: {list(posed['rests'])}; choose from {list(RESTS)}")
 
 
 def spec_key(spec: dict, script: Path) -> str:
