@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers.renders import NEEDS_BPY, synth_config
 
 from polydefect.data.io import read_mask
 from polydefect.data.layout import discover_thesis
 from polydefect.synth import SynthConfigError, ensure_rendered
 from polydefect.synth.ldraw import ldraw_mesh
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 LDRAW_SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "ldraw"
 ON_CI = os.environ.get("CI") == "true"
 pytestmark = pytest.mark.skipif(
     not LDRAW_SUBSET.is_dir() and not ON_CI, reason=f"the LDraw subset {LDRAW_SUBSET} is not on this machine"
-)
-NEEDS_BPY = pytest.mark.skipif(
-    importlib.util.find_spec("bpy") is None and not ON_CI, reason="needs the bpy package: pip install -e .[render]"
 )
 SUBSET_PARTS = ["3001", "3003", "3004", "3010", "3020", "3022", "3039"]
 
@@ -113,11 +108,8 @@ def test_a_scene_of_several_ldraw_parts_renders_with_object_and_defect_masks(tmp
         "synth.batches=2",
         "synth.part=[ldraw:3001,ldraw:3010,brick2x4]",
         f"synth.ldraw_dir={LDRAW_SUBSET}",
-        f"synth.cache_dir={tmp_path}",
     ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("render", overrides=overrides)
-    root = ensure_rendered(cfg.synth, progress=False)
+    root = ensure_rendered(synth_config(tmp_path, *overrides), progress=False)
     table = discover_thesis(root)
     assert len(table) == 2 * 4 and len(list((tmp_path / "meshes").glob("*.glb"))) == 2
     defect_pixels = 0
