@@ -35,7 +35,7 @@ def copy_subset(source: Path, target: Path) -> Path:
 @pytest.fixture(scope="module")
 def mvtec_run(magnetic_tile: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("mvtec")
-    data = copy_subset(magnetic_tile, root / "data")
+    data = copy_subset(magnetic_tile, root / "magnetic_tile")  # the folder names the data set in the tables
     overrides = [
         "+experiment=magnetic_tile",
         "model=patchcore",
