@@ -21,9 +21,9 @@ import numpy as np
 from capture import progress, render_masks, render_photo, view_record
 from defects import sample_defect
 from materials import holder_material, plastic_material
-from mathutils import Euler, Matrix, Vector
+from mathutils import Euler, Vector
 from pngio import write_grey_png_atomic
-from scene import link_object, part_mesh, set_world, track_to
+from scene import clear_parts, link_object, part_mesh, set_world, track_to
 
 RESTS = {  # resting poses of a brick on the floor: rotations applied before the turn about z
     "upright": (0.0, 0.0, 0.0),
@@ -111,19 +111,10 @@ def pose_stage(stage: dict, spec: dict, centre: Vector, rng: np.random.Generator
     return view
 
 
-def _clear_part() -> None:
-    for obj in [o for o in bpy.data.objects if o.get("polydefect_part") is not None]:
-        mesh = obj.data
-        bpy.data.objects.remove(obj)
-        bpy.data.meshes.remove(mesh)
-    for material in [m for m in bpy.data.materials if m.get("polydefect_part")]:
-        bpy.data.materials.remove(material)
-
-
 def place_part(spec: dict, kind: str, index: int, rng: np.random.Generator, cache: dict) -> tuple[Vector, dict]:
     """One part in a random resting pose on the floor, with defects of `kind` unless it is "good" (drawn on
     the faces that look up or sideways in this pose); returns its centre and its record."""
-    _clear_part()
+    clear_parts()
     entry = spec["part"][index % len(spec["part"])]
     source_mesh, _ = part_mesh(entry, cache)
     mesh = source_mesh.copy()
@@ -142,7 +133,7 @@ def place_part(spec: dict, kind: str, index: int, rng: np.random.Generator, cach
     mesh.materials.append(material)
     obj = link_object(bpy.data.objects.new("posed_part", mesh))
     obj["polydefect_part"] = 0
-    obj.matrix_world = Matrix.Translation((0, 0, 0)) @ rotation.to_4x4()
+    obj.matrix_world = rotation.to_4x4()
     bpy.context.view_layer.update()
     corners = [obj.matrix_world @ Vector(corner) for corner in obj.bound_box]
     low = min(c.z for c in corners)

@@ -202,6 +202,16 @@ def indicator_knobs(spec: dict, defective: bool) -> int:
     return (2 if defective else 1) if spec["indicator"] else 0
 
 
+def clear_parts() -> None:
+    """Remove the parts placed before (objects tagged `polydefect_part`), their meshes and materials."""
+    for obj in [o for o in bpy.data.objects if o.get("polydefect_part") is not None]:
+        mesh = obj.data
+        bpy.data.objects.remove(obj)
+        bpy.data.meshes.remove(mesh)
+    for material in [m for m in bpy.data.materials if m.get("polydefect_part")]:
+        bpy.data.materials.remove(material)
+
+
 def place_parts(spec: dict, batch: int, defective: bool, cache: dict) -> list[dict]:
     """Put this batch's parts and the indicator brick on the holder; return the parts' records.
 
@@ -212,12 +222,7 @@ def place_parts(spec: dict, batch: int, defective: bool, cache: dict) -> list[di
     The jitter of each part and its defects are drawn from a generator seeded by (seed, batch) only, so a
     resumed render rebuilds exactly the same batch.
     """
-    for obj in [o for o in bpy.data.objects if o.get("polydefect_part") is not None]:
-        mesh = obj.data
-        bpy.data.objects.remove(obj)
-        bpy.data.meshes.remove(mesh)
-    for material in [m for m in bpy.data.materials if m.get("polydefect_part")]:
-        bpy.data.materials.remove(material)
+    clear_parts()
     rng = np.random.default_rng([spec["seed"], batch, 7])
     layout, jitter = spec["layout"], spec["jitter"]
     parts = spec["part"]
