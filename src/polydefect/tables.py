@@ -287,7 +287,7 @@ def dev_sets_validation(dev: Table) -> Table:
     test label read) ranks the detectors by test image AUROC: Spearman's rank correlation, and the detector it
     would choose with the test AUROC that choice gets, beside the best one's."""
     rows = []
-    frame = dev.frame[dev.frame["detector"] != "default"] if "detector" in dev.frame else dev.frame
+    frame = dev.frame[dev.frame["detector"] != "default"]
     for dataset, group in frame.groupby("dataset", sort=False):
         known = group.dropna(subset=["val_synthetic_auroc", "image_auroc"])
         if known.empty:
