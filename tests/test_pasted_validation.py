@@ -3,6 +3,7 @@ the surface above one that does not, reads no test label, and is reported beside
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -11,7 +12,13 @@ from torch import Tensor, nn
 
 from polydefect.config import PastedValidationConfig
 from polydefect.data.sample import Sample
-from polydefect.evaluation.pasted_validation import PASTED_SUFFIX, paste_one, pasted_set, synthetic_validation
+from polydefect.evaluation.pasted_validation import (
+    PASTED_SUFFIX,
+    SHAPES,
+    paste_one,
+    pasted_set,
+    synthetic_validation,
+)
 
 SETTINGS = OmegaConf.structured(PastedValidationConfig)
 CFG = OmegaConf.create(
@@ -57,16 +64,44 @@ def samples() -> list[Sample]:
     return [good_sample(i, rng) for i in range(24)]
 
 
-def test_a_pasted_copy_changes_only_pixels_of_the_object_within_the_area_limit(samples) -> None:
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_pasted_copy_changes_only_pixels_of_the_object_within_the_area_limit(samples, shape) -> None:
     generator = torch.Generator().manual_seed(0)
     for sample in samples:
-        copy = paste_one(sample, generator, SETTINGS.threshold, SETTINGS.max_area)
+        copy = paste_one(sample, generator, SETTINGS.threshold, SETTINGS.max_area, shape)
         assert copy is not None and copy.label == 1 and copy.row_id == sample.row_id + PASTED_SUFFIX
         changed = copy.image != sample.image
         assert not (changed & ~sample.object_mask).any()
         assert not (copy.defect_mask & ~sample.object_mask).any() and copy.defect_mask.any()
         assert copy.defect_mask.sum() <= SETTINGS.max_area * sample.object_mask.sum()
         assert (sample.label, sample.defect_mask.any()) == (0, False)  # the source is left as it was
+
+
+def test_spots_and_scratches_are_smaller_than_blobs_and_scratches_are_thin(samples) -> None:
+    generator = torch.Generator().manual_seed(1)
+    areas = {
+        shape: np.mean([paste_one(s, generator, SETTINGS.threshold, 1.0, shape).defect_mask.sum() for s in samples])
+        for shape in SHAPES
+    }
+    assert areas["spot"] < areas["blob"] and areas["scratch"] < areas["blob"]
+    scratch = paste_one(samples[0], generator, SETTINGS.threshold, 1.0, "scratch").defect_mask
+    thinned = cv2.erode(scratch.astype(np.uint8), np.ones((3, 3), np.uint8))
+    assert thinned.sum() < 0.2 * scratch.sum()  # a line one or two pixels wide, gone after one erosion
+
+
+def test_the_shapes_take_turns_and_an_unknown_one_is_named(samples) -> None:
+    settings = OmegaConf.merge(SETTINGS, {"shapes": ["spot", "scratch"]})
+    pasted = pasted_set(samples[:4], settings)[4:]
+    generator = torch.Generator().manual_seed(settings.seed)
+    turns = [
+        paste_one(sample, generator, settings.threshold, settings.max_area, shape)
+        for sample, shape in zip(samples[:4], ["spot", "scratch", "spot", "scratch"], strict=True)
+    ]
+    assert all(np.array_equal(a.defect_mask, b.defect_mask) for a, b in zip(pasted, turns, strict=True))
+    with pytest.raises(ValueError, match="detect.validation.shapes: unknown shape 'crack'"):
+        pasted_set(samples[:1], OmegaConf.merge(SETTINGS, {"shapes": ["crack"]}))
+    with pytest.raises(ValueError, match="detect.validation.shapes is empty"):
+        pasted_set(samples[:1], OmegaConf.merge(SETTINGS, {"shapes": []}))
 
 
 def test_the_pasted_set_is_the_same_draw_every_time(samples) -> None:

@@ -87,6 +87,8 @@ class PastedValidationConfig:
     enabled: bool = True
     threshold: list[float] = field(default_factory=lambda: [0.5, 0.8])  # Perlin thresholds: blob sizes drawn
     max_area: float = 0.05  # largest share of the object one pasted anomaly may cover (defects are small)
+    # pasted shapes, taking turns over the images: blob (Perlin), spot, scratch (evaluation/paste_shapes.py)
+    shapes: list[str] = field(default_factory=lambda: ["blob", "spot", "scratch"])
     seed: int = 9173  # the draw; not the run's seed, so no detector trains on these very pastes
 
 

@@ -1,11 +1,13 @@
 """A validation signal every data set has: held-out good images, and the same images with pasted anomalies.
 
 Test labels must never choose a setting. The held-out good images (`data.val_fraction`, never trained on) are
-scored as they are and again with one Perlin-shaped anomaly pasted inside each one's object
-(`polydefect.data.synthetic_anomalies.paste_anomalies`); image AUROC of pasted against clean, and pixel AUROC
-of the maps against the pasted masks, rank configurations without reading a single test label. The pasted
-shapes imitate no real defect type; detectors trained on such pastes (DRAEM, the feature segmenter) see the
-same kind of anomaly here, so their figure is an optimistic one (a different seed, never their training draws).
+scored as they are and again with one anomaly pasted inside each one's object; image AUROC of pasted against
+clean, and pixel AUROC of the maps against the pasted masks, rank configurations without reading a single test
+label. The shapes take turns (`detect.validation.shapes`): Perlin blobs
+(`polydefect.data.synthetic_anomalies.paste_anomalies`), small spots and thin scratches
+(`polydefect.evaluation.paste_shapes`), so the signal weighs point and line defects as well as patches of another
+surface. Detectors trained on blob pastes (DRAEM, the feature segmenter) see that kind of anomaly here too, so
+their blob figure is an optimistic one (a different seed, never their training draws).
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import torch
 from polydefect.data.sample import Sample
 from polydefect.data.synthetic_anomalies import paste_anomalies
 from polydefect.evaluation.metrics import evaluate
+from polydefect.evaluation.paste_shapes import scratch_mask, shifted, spot_mask
 from polydefect.scoring.stream import iter_scores
 
 if TYPE_CHECKING:
     from polydefect.tasks.base import Detector
 
 PASTED_SUFFIX = "#pasted"  # a pasted copy's row id: its source's, with this suffix
-DRAWS = 16  # draws per image before giving up on a blob that overlaps the object within the area limits
+DRAWS = 16  # draws per image before giving up on a shape that overlaps the object within the area limits
+SHAPES = ("blob", "spot", "scratch")
 
 
 def _as_tensor(image: np.ndarray) -> torch.Tensor:
@@ -41,14 +45,35 @@ def _as_image(tensor: torch.Tensor, like: np.ndarray) -> np.ndarray:
     return array.reshape(like.shape)
 
 
-def paste_one(sample: Sample, generator: torch.Generator, threshold: Sequence[float], max_area: float) -> Sample | None:
-    """A copy of a good sample with one anomaly inside its object mask, covering at most `max_area` of the
-    object; label 1 and the pasted pixels as its defect mask. None where no draw fits (an object too small)."""
+def _draw(
+    shape: str, image: torch.Tensor, inside: torch.Tensor, generator: torch.Generator, threshold: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One candidate paste: ((1, C, H, W) filled image, (H, W) bool mask, not yet cut to the object)."""
+    if shape == "blob":
+        pasted, mask = paste_anomalies(image, generator, probability=1.0, threshold=threshold)
+        return pasted, mask[0, 0] > 0.5
+    if shape == "spot":
+        return shifted(image, generator), torch.from_numpy(spot_mask(inside.numpy(), generator))
+    if shape == "scratch":
+        return shifted(image, generator), torch.from_numpy(scratch_mask(inside.numpy(), generator))
+    raise ValueError(f"detect.validation.shapes: unknown shape {shape!r}; choose from {list(SHAPES)}")
+
+
+def paste_one(
+    sample: Sample,
+    generator: torch.Generator,
+    threshold: Sequence[float],
+    max_area: float,
+    shape: str = "blob",
+) -> Sample | None:
+    """A copy of a good sample with one anomaly of `shape` (blob, spot or scratch) inside its object mask,
+    covering at most `max_area` of the object; label 1 and the pasted pixels as its defect mask. None where no
+    draw fits (an object too small)."""
     image, inside = _as_tensor(sample.image), torch.from_numpy(sample.object_mask)
     limit = max_area * int(inside.sum())
     for _ in range(DRAWS):
-        pasted, mask = paste_anomalies(image, generator, probability=1.0, threshold=threshold)
-        mask = (mask[0, 0] > 0.5) & inside
+        pasted, mask = _draw(shape, image, inside, generator, threshold)
+        mask = mask & inside
         if 0 < int(mask.sum()) <= limit:
             blended = torch.where(mask, pasted, image)
             return replace(
@@ -64,10 +89,16 @@ def paste_one(sample: Sample, generator: torch.Generator, threshold: Sequence[fl
 
 
 def pasted_set(samples: Sequence[Sample], settings: Any) -> list[Sample]:
-    """The good samples followed by their pasted copies (a fixed draw: `settings.seed`)."""
+    """The good samples followed by their pasted copies (a fixed draw: `settings.seed`), the shapes of
+    `settings.shapes` in turn."""
     generator = torch.Generator().manual_seed(int(settings.seed))
-    threshold = [float(t) for t in settings.threshold]
-    copies = [paste_one(s, generator, threshold, float(settings.max_area)) for s in samples]
+    threshold, shapes = [float(t) for t in settings.threshold], list(settings.shapes)
+    if not shapes:
+        raise ValueError("detect.validation.shapes is empty: name at least one of " + ", ".join(SHAPES))
+    copies = [
+        paste_one(s, generator, threshold, float(settings.max_area), shapes[i % len(shapes)])
+        for i, s in enumerate(samples)
+    ]
     return [*samples, *(c for c in copies if c is not None)]
 
 
