@@ -25,6 +25,7 @@ from omegaconf import open_dict
 from torchmetrics.functional.classification import binary_auroc
 
 from polydefect.data.layout import discover
+from polydefect.inspect import download_pipeline, run_normaliser
 from polydefect.pipeline.run import run
 
 DETECTORS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml"))
@@ -130,6 +131,15 @@ def test_the_detector_finds_the_planted_defects(planted, layout: str, detector: 
     result = planted(layout, detector)
     assert result["metrics"]["test/global/image_auroc"] >= 0.9
     assert MlflowClient(result["store"]).get_run(result["metrics"]["run_id"]).info.status == "FINISHED"
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_mvtec_layout_scores_against_a_location_calibration_that_inspect_fetches(planted, tmp_path) -> None:
+    result = planted("mvtec", "patchcore")
+    pipeline = download_pipeline(result["metrics"]["run_id"], result["store"], tmp_path)
+    normaliser = run_normaliser(pipeline)
+    assert pipeline.cfg.scoring.normalise == "location" and normaliser is not None
+    assert normaliser.total.shape == (64, 64) and normaliser.count == 6  # the 6 good validation images
 
 
 @pytest.mark.usefixtures("one_thread")

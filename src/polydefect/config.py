@@ -13,6 +13,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from polydefect.scoring.location import NORMALISATIONS
 from polydefect.scoring.maps import ERRORS
 from polydefect.scoring.scores import REDUCTIONS
 from polydefect.scoring.thresholds import METHODS, REFERENCE_SPLITS
@@ -26,6 +27,7 @@ Reduction = StrEnum("Reduction", REDUCTIONS)
 ThresholdMethod = StrEnum("ThresholdMethod", METHODS)
 ThresholdSplit = StrEnum("ThresholdSplit", REFERENCE_SPLITS)
 Fingerprint = StrEnum("Fingerprint", FINGERPRINTS)
+Normalisation = StrEnum("Normalisation", NORMALISATIONS)
 
 
 @dataclass
@@ -123,6 +125,9 @@ class ScoringConfig:
     error: MapError = MapError.squared  # squared | absolute
     reduction: Reduction = Reduction.mean  # mean | max | topk_mean | sum
     k: float = 0.01  # fraction of the object's pixels averaged by topk_mean
+    # none | location: each map pixel as a standard score against the same pixel of the good validation images'
+    # maps (polydefect/scoring/location.py), so places that are high on every good image do not decide the score
+    normalise: Normalisation = Normalisation.none
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     spc: SpcConfig = field(default_factory=SpcConfig)
 

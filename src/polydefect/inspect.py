@@ -29,6 +29,7 @@ from polydefect.pipeline.run import RUN_FILE
 from polydefect.reporting.html import render_report
 from polydefect.reporting.overlay import anomaly_overlay
 from polydefect.scoring import spc
+from polydefect.scoring.location import LOCATION_FILE, LocationNormaliser
 from polydefect.scoring.stream import score_stream
 from polydefect.scoring.thresholds import Threshold
 from polydefect.segmentation.base import build_segmenter
@@ -79,6 +80,8 @@ def download_pipeline(run_id: str, tracking_uri: str, folder: Path) -> TrainedPi
     if "model/model.safetensors" not in detect_artifacts:
         raise FileNotFoundError(f"run={run_id}: no model/model.safetensors artifact (was mlflow.log_models false?)")
     wanted.append((stages["detect"].info.run_id, "model/model.safetensors"))
+    if f"model/{LOCATION_FILE}" in detect_artifacts:  # the per-location calibration (scoring.normalise=location)
+        wanted.append((stages["detect"].info.run_id, f"model/{LOCATION_FILE}"))
     segment_id = stages["segment"].info.run_id if "segment" in stages else None
     if segment_id and "unet.safetensors" in {a.path for a in client.list_artifacts(segment_id)}:
         wanted.append((segment_id, "unet.safetensors"))
@@ -135,6 +138,18 @@ def batch_nqi(pipeline: TrainedPipeline, scored: pd.DataFrame) -> tuple[pd.DataF
     return table, f"nQI limits from the run's good training batches {limits.reference_batches}, sigma {limits.sigma}"
 
 
+def run_normaliser(pipeline: TrainedPipeline) -> LocationNormaliser | None:
+    """The run's per-location calibration where it scored with one (`scoring.normalise=location`)."""
+    if pipeline.cfg.scoring.get("normalise", "none") != "location":
+        return None
+    path = pipeline.folder / LOCATION_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"run={pipeline.run_id}: scored with scoring.normalise=location, but has no model/{LOCATION_FILE}"
+        )
+    return LocationNormaliser.load(path)
+
+
 def inspect_folder(cfg: DictConfig, out: Path) -> Path:
     """Score every image under `cfg.data.root` and write report.html, report.csv and the overlays into `out`."""
     run_id, tracking_uri = locate_run(str(cfg.run), cfg.mlflow.tracking_uri)
@@ -145,7 +160,7 @@ def inspect_folder(cfg: DictConfig, out: Path) -> Path:
     table = table.assign(predicted_mask_path=object_masks(pipeline, table, out / "masks"))
     samples = LazySamples(table, pipeline.cfg.preprocess)
     detector = load_detector(pipeline.cfg.model, pipeline.folder / "model.safetensors")
-    scores, sums, top, vmax = score_stream(detector, samples, pipeline.cfg, cfg.overlays)
+    scores, sums, top, vmax = score_stream(detector, samples, pipeline.cfg, cfg.overlays, run_normaliser(pipeline))
     views = [str(v) for v in table["view"]]
     threshold = verdict_threshold(pipeline, cfg.threshold, views)
     scored = table[["image_path", "batch", "view", "label"]].assign(

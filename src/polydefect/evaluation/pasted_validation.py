@@ -23,12 +23,13 @@ from polydefect.data.sample import Sample
 from polydefect.data.synthetic_anomalies import paste_anomalies
 from polydefect.evaluation.metrics import evaluate
 from polydefect.evaluation.paste_shapes import scratch_mask, shifted, spot_mask
-from polydefect.scoring.stream import iter_scores
+from polydefect.scoring.location import COPY_MARK, LocationNormaliser
+from polydefect.scoring.stream import run_scores
 
 if TYPE_CHECKING:
     from polydefect.tasks.base import Detector
 
-PASTED_SUFFIX = "#pasted"  # a pasted copy's row id: its source's, with this suffix
+PASTED_SUFFIX = COPY_MARK + "pasted"  # a pasted copy's row id: its source's, with this suffix
 DRAWS = 16  # draws per image before giving up on a shape that overlaps the object within the area limits
 SHAPES = ("blob", "spot", "scratch")
 
@@ -102,21 +103,16 @@ def pasted_set(samples: Sequence[Sample], settings: Any) -> list[Sample]:
     return [*samples, *(c for c in copies if c is not None)]
 
 
-def synthetic_validation(detector: Detector, samples: Sequence[Sample], cfg: Any) -> dict[str, float]:
+def synthetic_validation(
+    detector: Detector, samples: Sequence[Sample], cfg: Any, normaliser: LocationNormaliser | None = None
+) -> dict[str, float]:
     """`synthetic_image_auroc` and `synthetic_pixel_auroc` of the detector on the good validation samples and
-    their pasted copies, scored as the test images are (`iter_scores`); empty without validation images."""
+    their pasted copies, scored as the test images are (`run_scores`, with the run's per-location calibration
+    where it has one: each image and its copy against the other validation images); empty without validation
+    images."""
     if not samples:
         return {}
-    scored = list(
-        iter_scores(
-            detector,
-            pasted_set(samples, cfg.detect.validation),
-            cfg.scoring,
-            cfg.detect.map_sigma,
-            cfg.data.batch_size,
-            precision=cfg.trainer.precision,
-        )
-    )
+    scored = list(run_scores(detector, pasted_set(samples, cfg.detect.validation), cfg, normaliser))
     records = {
         "score": torch.tensor([s.score for s in scored]),
         "label": torch.tensor([int(s.row_id.endswith(PASTED_SUFFIX)) for s in scored]),

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from polydefect.data.sample import Sample
-from polydefect.scoring.stream import iter_scores
+from polydefect.scoring.location import LocationNormaliser
+from polydefect.scoring.stream import run_scores
 from polydefect.tasks.base import Detector
 
 # px: a panel is drawn about 3 inches wide; compressing four full-size 1536x1024 panels took as long as
@@ -83,7 +84,12 @@ def save_panels(panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, i
 
 
 def score_test(
-    detector: Detector, samples: Sequence[Sample], cfg: Any, test: pd.DataFrame, folder: Path
+    detector: Detector,
+    samples: Sequence[Sample],
+    cfg: Any,
+    test: pd.DataFrame,
+    folder: Path,
+    normaliser: LocationNormaliser | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score the test images, streaming their maps (float16) and masks into the stage folder's archives under
     their row ids and keeping only the panels' maps: memory stays flat in the number of test images.
@@ -94,9 +100,7 @@ def score_test(
     chosen = set(panel_rows(test, cfg.detect.samples))
     labels = dict(zip(test["row_id"], test["label"], strict=True))
     scores, sums, panels = [], [], {}
-    scored = iter_scores(
-        detector, samples, cfg.scoring, cfg.detect.map_sigma, cfg.data.batch_size, chosen, cfg.trainer.precision
-    )
+    scored = run_scores(detector, samples, cfg, normaliser, chosen)
     with (
         NpzWriter(folder / "test_maps.npz") as maps,
         NpzWriter(folder / "test_defect_masks.npz") as defects,

@@ -25,7 +25,8 @@ from polydefect.evaluation.pasted_validation import synthetic_validation
 from polydefect.pipeline.artifacts import score_test
 from polydefect.pipeline.data import data_identity
 from polydefect.pipeline.training import epoch_budget, trainer_kwargs
-from polydefect.scoring.stream import check_finite_scores, score_only
+from polydefect.scoring.location import LOCATION_FILE, MIN_IMAGES, LocationNormaliser
+from polydefect.scoring.stream import check_finite_scores, run_scores, score_only
 from polydefect.stage_cache import StageCache
 from polydefect.stage_keys import StageKey, data_fingerprint, stage_key
 from polydefect.tasks.base import DetectorTask, build_detector
@@ -57,7 +58,7 @@ def detect_key(cfg: DictConfig, splits: DataSplits, segment_key: str) -> StageKe
         "augment": cfg.augment,
         "model": cfg.model,
         "detect": cfg.detect,
-        "scoring": {name: cfg.scoring[name] for name in ("error", "reduction", "k")},
+        "scoring": {name: cfg.scoring[name] for name in ("error", "reduction", "k", "normalise")},
         "trainer": cfg.trainer,
         "data": data_identity(cfg),
         "seed": cfg.seed,
@@ -102,6 +103,28 @@ def train_detector(cfg: DictConfig, detector: DetectorTask, data: L.LightningDat
     detector.fit()
 
 
+def location_normaliser(
+    detector: DetectorTask, val: Sequence[Sample], cfg: DictConfig, folder: Path
+) -> LocationNormaliser | None:
+    """With `scoring.normalise=location`: the per-location calibration on the good validation images' raw maps,
+    written to the stage folder (`inspect` scores new images with it); None otherwise, and where there are too few
+    validation images to calibrate on (a warning says so)."""
+    if cfg.scoring.normalise != "location":
+        return None
+    if len(val) < MIN_IMAGES:
+        log.warning(
+            "scoring.normalise=location: %d good validation images, at least %d needed; the maps are scored "
+            "uncalibrated (raise data.val_fraction)",
+            len(val),
+            MIN_IMAGES,
+        )
+        return None
+    scored = list(run_scores(detector, val, cfg))
+    normaliser = LocationNormaliser.from_maps([s.anomaly_map for s in scored], [s.row_id for s in scored])
+    normaliser.save(folder / LOCATION_FILE)
+    return normaliser
+
+
 def read_validation(folder: Path) -> dict[str, float]:
     """The stage's validation signal (`synthetic_image_auroc`, `synthetic_pixel_auroc`); NaN ones left out."""
     path = folder / "validation.json"
@@ -121,19 +144,21 @@ def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: 
         train_detector(cfg, detector, training_datamodule(cfg, detector, samples["train"], samples["val"]), folder)
         train_s = time.perf_counter() - started
         detector.save_weights(folder / "model.safetensors")
+        normaliser = location_normaliser(detector, samples["val"], cfg, folder)
         rows = []
         started = time.perf_counter()
         for role, table in tables.items():
-            scores, sums = score_only(detector, samples[role], cfg)
+            scores, sums = score_only(detector, samples[role], cfg, normaliser)
             rows.append(table.assign(role=role, score=scores, map_sum=sums))
         # test images are read as they are scored: any number of them fits in memory
         test = LazySamples(splits.test, cfg.preprocess)
-        scores, sums = score_test(detector, test, cfg, splits.test, folder)
+        scores, sums = score_test(detector, test, cfg, splits.test, folder, normaliser)
         rows.append(splits.test.assign(role="test", score=scores, map_sum=sums))
         timings = {"train_s": train_s, "infer_img_per_s": len(splits.all()) / (time.perf_counter() - started)}
         table = pd.concat(rows, ignore_index=True)
         check_finite_scores(table, cfg.model._target_)
-        validation = synthetic_validation(detector, samples["val"], cfg) if cfg.detect.validation.enabled else {}
+        enabled = cfg.detect.validation.enabled
+        validation = synthetic_validation(detector, samples["val"], cfg, normaliser) if enabled else {}
         (folder / "validation.json").write_text(json.dumps(validation))
         (folder / "timings.json").write_text(json.dumps(timings))
         table.to_csv(folder / "scores.csv", index=False)
@@ -148,4 +173,6 @@ def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: 
         mlflow.log_artifact(str(folder / "scores.csv"))
         if cfg.mlflow.log_models:
             mlflow.log_artifact(str(folder / "model.safetensors"), "model")
+            if (folder / LOCATION_FILE).is_file():
+                mlflow.log_artifact(str(folder / LOCATION_FILE), "model")
     return DetectResult(key.digest, scores, folder)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from polydefect.data.datamodules import ImageDataset
 from polydefect.data.sample import Sample
+from polydefect.scoring.location import LocationNormaliser
 from polydefect.scoring.maps import smooth
 from polydefect.scoring.scores import image_score
 
@@ -60,6 +61,7 @@ def iter_scores(
     batch_size: int,
     panels: Container[str] = (),
     precision: str | int = "32-true",
+    normaliser: LocationNormaliser | None = None,
 ) -> Iterator[ScoredImage]:
     """Anomaly maps inside the object mask and image scores, one image at a time, in sample order; the images
     whose row id is in `panels` also keep their input and reconstruction (for figure panels). The detector runs
@@ -68,6 +70,8 @@ def iter_scores(
     Args:
         scoring: the `scoring` config node (error, reduction, k).
         sigma: `detect.map_sigma`, Gaussian smoothing of the maps in px.
+        normaliser: the run's per-location calibration (`scoring.normalise=location`): the maps kept and scored
+            are standard scores against the good validation maps; the map sums (SPC) stay the raw maps'.
     """
     detector.eval()
     loader = DataLoader(ImageDataset(samples), batch_size=batch_size, shuffle=False)
@@ -78,8 +82,10 @@ def iter_scores(
         amap = amap.float().cpu()
         if scoring.error == "absolute":  # eq. 4.1 as written: sqrt of the squared error; keeps any map's ranking
             amap = amap.clamp_min(0).sqrt()
-        amap = smooth(amap, sigma) * mask
-        scores, sums = image_score(amap, mask, scoring.reduction, scoring.k), amap.sum(dim=(1, 2, 3))
+        amap = smooth(amap, sigma)
+        sums = (amap * mask).sum(dim=(1, 2, 3))
+        amap = (amap if normaliser is None else normaliser(amap, batch["row_id"])) * mask
+        scores = image_score(amap, mask, scoring.reduction, scoring.k)
         for i, row_id in enumerate(batch["row_id"]):
             panel = (batch["image"][i].numpy(), made[i].float().cpu().numpy()) if row_id in panels else None
             yield ScoredImage(
@@ -93,11 +99,31 @@ def iter_scores(
             )
 
 
-def score_only(detector: Detector, samples: Sequence[Sample], cfg: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Image scores (N,) and map sums (N,) of the samples, dropping each map once reduced."""
-    scored = iter_scores(
-        detector, samples, cfg.scoring, cfg.detect.map_sigma, cfg.data.batch_size, precision=cfg.trainer.precision
+def run_scores(
+    detector: Detector,
+    samples: Sequence[Sample],
+    cfg: Any,
+    normaliser: LocationNormaliser | None = None,
+    panels: Container[str] = (),
+) -> Iterator[ScoredImage]:
+    """`iter_scores` with the run config's scoring, smoothing, batch size and precision."""
+    return iter_scores(
+        detector,
+        samples,
+        cfg.scoring,
+        cfg.detect.map_sigma,
+        cfg.data.batch_size,
+        panels,
+        cfg.trainer.precision,
+        normaliser,
     )
+
+
+def score_only(
+    detector: Detector, samples: Sequence[Sample], cfg: Any, normaliser: LocationNormaliser | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image scores (N,) and map sums (N,) of the samples, dropping each map once reduced."""
+    scored = run_scores(detector, samples, cfg, normaliser)
     values = np.array([(s.score, s.map_sum) for s in scored], np.float32).reshape(-1, 2)
     return values[:, 0], values[:, 1]
 
@@ -115,7 +141,11 @@ def check_finite_scores(table: pd.DataFrame, model: str) -> None:
 
 
 def score_stream(
-    detector: Detector, samples: Sequence[Sample], cfg: Any, keep: int
+    detector: Detector,
+    samples: Sequence[Sample],
+    cfg: Any,
+    keep: int,
+    normaliser: LocationNormaliser | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]], float]:
     """Score every sample as the run's detect stage does, holding only the `keep` highest-scored maps and a
     thinned sample of each map's values, so memory stays flat however many images a batch off the line has.
@@ -126,9 +156,7 @@ def score_stream(
     """
     scores, sums, values = [], [], []
     highest: list[tuple[float, int, np.ndarray, np.ndarray]] = []  # a min-heap on (score, -index)
-    scored = iter_scores(
-        detector, samples, cfg.scoring, cfg.detect.map_sigma, cfg.data.batch_size, precision=cfg.trainer.precision
-    )
+    scored = run_scores(detector, samples, cfg, normaliser)
     for index, image in enumerate(scored):
         scores.append(image.score)
         sums.append(image.map_sum)
