@@ -68,6 +68,9 @@ class PreprocessConfig:
 
     colour: bool = False  # keep RGB (3 channels) instead of grey (thesis); grey files are replicated
     mask_background: bool = True
+    # crop each image to a square around its object mask, with this share of the object's extent as margin on
+    # each side (object-centric input for parts small in the frame); None keeps the whole frame
+    crop_margin: float | None = None
     clahe: ClaheConfig = field(default_factory=ClaheConfig)
     size: list[int] | None = None  # [width, height] to resize to; None keeps the data's size (or see short_side)
     # with size None: one size for the data set, its training images' median aspect with this short side (px)

@@ -77,3 +77,24 @@ def aspect_kept_size(shapes: list[tuple[int, int]], short_side: int, multiple: i
     ratio = float(np.median([width / height for height, width in shapes]))  # > 1: wide
     long_side = max(short_side, round(short_side * max(ratio, 1 / ratio) / multiple) * multiple)
     return [long_side, short_side] if ratio >= 1 else [short_side, long_side]
+
+
+def object_box(mask: np.ndarray, margin: float) -> tuple[slice, slice] | None:
+    """Rows and columns of a square box around the object (H, W) bool, its side the object's longer extent plus
+    `margin` of it on each side, kept inside the frame; None where the object fills the frame (no crop).
+
+    Cropping to it lets a small part in a large frame fill the detector's input, whatever its place and pose.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    height, width = mask.shape
+    if not rows.size or (rows[0] == 0 and cols[0] == 0 and rows[-1] == height - 1 and cols[-1] == width - 1):
+        return None
+    extent = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    side = max(16, round(extent * (1 + 2 * margin)))
+
+    def span(low: int, high: int, length: int) -> slice:
+        size = min(side, length)
+        start = min(max(0, (low + high + 1) // 2 - size // 2), length - size)
+        return slice(start, start + size)
+
+    return span(rows[0], rows[-1], height), span(cols[0], cols[-1], width)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from polydefect.data.io import read_image, read_mask
-from polydefect.data.preprocess import apply_mask, clahe, resize, to_grey_uint8, to_rgb_uint8
+from polydefect.data.preprocess import apply_mask, clahe, object_box, resize, to_grey_uint8, to_rgb_uint8
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,15 @@ def read_object_mask(path: str | None, shape: tuple[int, int]) -> np.ndarray:
 
 
 def load_sample(row: Any, preprocess: Any) -> Sample:
-    """Read and preprocess one table row (thesis 3.4): grey (or RGB), mask the background, CLAHE, resize.
+    """Read and preprocess one table row (thesis 3.4): grey (or RGB), crop to the object (where
+    `preprocess.crop_margin` is set), mask the background, CLAHE, resize.
 
     The object mask is the row's `predicted_mask_path` where a segmenter wrote one, else its own
     `object_mask_path`, else the whole frame.
 
     Args:
         row: a row of the sample table (key access).
-        preprocess: the `preprocess` config node (colour, mask_background, clahe.*, size).
+        preprocess: the `preprocess` config node (colour, crop_margin, mask_background, clahe.*, size).
     """
     raw = read_image(row["image_path"])
     image = to_rgb_uint8(raw) if preprocess.get("colour", False) else to_grey_uint8(raw)
@@ -75,6 +76,9 @@ def load_sample(row: Any, preprocess: Any) -> Sample:
     object_mask = read_object_mask(mask_path, shape)
     defect_path = optional_path(row["defect_mask_path"])
     defect_mask = read_mask(defect_path, shape) if defect_path else np.zeros(shape, bool)
+    box = object_box(object_mask, preprocess.crop_margin) if preprocess.get("crop_margin") is not None else None
+    if box is not None:  # object-centric input: the frame cropped to the part (maps and masks alike)
+        image, object_mask, defect_mask = (array[box] for array in (image, object_mask, defect_mask))
     background_mask = object_mask if preprocess.mask_background else None
     image = apply_mask(image, background_mask)
     if preprocess.clahe.enabled:
