@@ -57,6 +57,7 @@ TUNING = {  # small nets, and enough steps for them to learn the parts
         "detect.max_epochs=40",
     ],
     "patchcore": ["model.input_size=128"],
+    "retrieval_memory": ["model.input_size=128"],
     "draem": [  # found on training seeds 1-3 (image AUROC >= 0.99 each); narrower nets missed on some seeds
         "model.input_size=64",
         "model.net.reconstruction_widths=[16,32,32]",
