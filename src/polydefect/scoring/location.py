@@ -29,16 +29,25 @@ SD_FLOOR = 0.5  # a pixel's sd is at least this share of the median sd: a pixel 
 class LocationNormaliser:
     """Per-pixel sums of the good validation maps, and the standard scores of new maps against them."""
 
-    def __init__(self, total: np.ndarray, squares: np.ndarray, count: int, row_ids: Sequence[str]) -> None:
+    def __init__(
+        self,
+        total: np.ndarray,
+        squares: np.ndarray,
+        count: int,
+        maps: np.ndarray | None = None,
+        row_ids: Sequence[str] = (),
+    ) -> None:
+        """`maps` (N, H, W) and their `row_ids`: the validation maps themselves, kept where their images (or
+        copies of them) are scored again, each against the others only."""
         if count < MIN_IMAGES:
             raise ValueError(
                 f"scoring.normalise=location needs at least {MIN_IMAGES} good validation images, got {count}: raise "
                 "data.val_fraction or set scoring.normalise=none"
             )
         self.total, self.squares, self.count = total.astype(np.float64), squares.astype(np.float64), int(count)
-        self.row_ids = list(row_ids)
-        self.index = {row_id: i for i, row_id in enumerate(self.row_ids)}
-        self.maps: np.ndarray | None = None  # the validation maps themselves, kept while leave-one-out is needed
+        self.maps = maps
+        self.index = {row_id: i for i, row_id in enumerate(row_ids)}
+        self.everyone = _mean_and_sd(self.total, self.squares, self.count)  # the reference of any other image
 
     @classmethod
     def from_maps(cls, maps: Sequence[np.ndarray], row_ids: Sequence[str]) -> LocationNormaliser:
@@ -50,19 +59,15 @@ class LocationNormaliser:
                 "or preprocess.short_side, or scoring.normalise=none"
             )
         stack = np.stack(maps).astype(np.float64) if maps else np.zeros((0, 1, 1))
-        normaliser = cls(stack.sum(0), (stack**2).sum(0), len(stack), row_ids)
-        normaliser.maps = stack
-        return normaliser
+        return cls(stack.sum(0), (stack**2).sum(0), len(stack), stack, row_ids)
 
     def _reference(self, row_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(mean, sd) of every pixel over the validation maps, this image (or the image it copies) left out."""
-        total, squares, count = self.total, self.squares, self.count
         own = self.index.get(row_id.split(COPY_MARK)[0])
-        if own is not None and self.maps is not None:
-            total, squares, count = total - self.maps[own], squares - self.maps[own] ** 2, count - 1
-        mean = total / count
-        sd = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
-        return mean, np.maximum(sd, SD_FLOOR * np.median(sd) + 1e-12)
+        if own is None or self.maps is None:
+            return self.everyone
+        left_out = self.maps[own]
+        return _mean_and_sd(self.total - left_out, self.squares - left_out**2, self.count - 1)
 
     def __call__(self, amap: Tensor, row_ids: Sequence[str]) -> Tensor:
         """(B, 1, H, W) maps of the images `row_ids` -> their standard scores, floored at 0."""
@@ -83,4 +88,11 @@ class LocationNormaliser:
     @classmethod
     def load(cls, path: Path) -> LocationNormaliser:
         with np.load(path, allow_pickle=False) as stored:
-            return cls(stored["total"], stored["squares"], int(stored["count"]), [])
+            return cls(stored["total"], stored["squares"], int(stored["count"]))
+
+
+def _mean_and_sd(total: np.ndarray, squares: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel mean and sd from sums over `count` maps, the sd floored at `SD_FLOOR` of its median."""
+    mean = total / count
+    sd = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return mean, np.maximum(sd, SD_FLOOR * np.median(sd) + 1e-12)
