@@ -75,10 +75,15 @@ class MemoryBankTask(OnePassTask):
     def collect(self, images: Tensor) -> int:
         """Store the patch features of good images (B, C, H, W) for `fit()`; returns how many are stored.
         They are kept in float32 whatever the training precision: the coreset runs on the CPU."""
-        images = resize_input(images.to(self.device, torch.float32), self.hparams.input_size, self.hparams.keep_aspect)
-        features = self.net.embed(images)  # (B, D, h, w)
+        features = self.embed_input(images)
         self.collected.append(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float().cpu())
         return sum(len(f) for f in self.collected)
+
+    def embed_input(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) images -> (B, D, h, w) patch features at the memory's input size (`input_size`,
+        `keep_aspect`)."""
+        images = resize_input(images.to(self.device, torch.float32), self.hparams.input_size, self.hparams.keep_aspect)
+        return self.net.embed(images)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.log("train/features", float(self.collect(batch["image"])), on_step=True, batch_size=1)

@@ -6,7 +6,6 @@ import torch
 from torch import Tensor
 
 from polydefect.models.retrieval_memory import RetrievalFeatureMemory
-from polydefect.tasks.inputs import resize_input
 from polydefect.tasks.memory_bank import MemoryBankTask
 
 
@@ -20,8 +19,7 @@ class RetrievalMemoryTask(MemoryBankTask):
     @torch.no_grad()
     def collect(self, images: Tensor) -> int:
         """Store the patch features (B, D, h, w) of good images for `fit()`; returns how many images are stored."""
-        images = resize_input(images.to(self.device, torch.float32), self.hparams.input_size, self.hparams.keep_aspect)
-        self.collected.append(self.net.embed(images).to("cpu", torch.float16))
+        self.collected.append(self.embed_input(images).to("cpu", torch.float16))
         return sum(len(f) for f in self.collected)
 
     def fit(self) -> None:
