@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from polydefect.config import register_configs
+from polydefect.pipeline.candidates import is_auto
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 CELLS = sorted(p.stem for p in (CONF / "cell").glob("*.yaml"))
@@ -84,9 +85,9 @@ def test_every_config_instantiates(group: str, choice: str) -> None:
     node = cfg[group]
     if not node:  # e.g. segmenter=none: no object to build, by design
         return
-    built = instantiate(node, _convert_="all")
-    assert built is not None
-    assert type(built).__module__.split(".")[0] in {"polydefect", "albumentations"}
+    nodes = [candidate.model for candidate in node.candidates.values()] if is_auto(node) else [node]
+    for built in (instantiate(each, _convert_="all") for each in nodes):  # model=auto: each of its candidates
+        assert type(built).__module__.split(".")[0] in {"polydefect", "albumentations"}
 
 
 def test_a_misspelt_key_fails_naming_the_key() -> None:

@@ -10,6 +10,7 @@ import torch
 from helpers.tiny import CONF, compose_app
 from omegaconf import OmegaConf
 
+from polydefect.pipeline.candidates import is_auto
 from polydefect.tasks.base import Detector, DetectorTask, build_detector, load_detector
 
 MODELS = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
@@ -17,9 +18,11 @@ MODELS = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_config_builds_a_detector(model: str) -> None:
-    detector = build_detector(compose_app(f"model={model}").model)
-    assert isinstance(detector, Detector) and isinstance(detector, DetectorTask)
-    assert detector.checkpoint_monitor in (None, "val/loss")
+    node = compose_app(f"model={model}").model
+    nodes = [candidate.model for candidate in node.candidates.values()] if is_auto(node) else [node]
+    for detector in map(build_detector, nodes):  # model=auto: each of its candidates
+        assert isinstance(detector, Detector) and isinstance(detector, DetectorTask)
+        assert detector.checkpoint_monitor in (None, "val/loss")
 
 
 def test_a_target_that_is_no_detector_is_refused_naming_the_key() -> None:

@@ -56,6 +56,11 @@ TUNING = {  # small nets, and enough steps for them to learn the parts
         "model.patience=null",
         "detect.max_epochs=40",
     ],
+    "auto": [  # the feature memory, square and aspect-kept (the ensemble is tested on its own below)
+        "model.choose_from=[patchcore,patchcore_aspect]",
+        *(f"model.candidates.{name}.model.input_size=128" for name in ("patchcore", "patchcore_aspect")),
+        "model.candidates.patchcore_aspect.preprocess.short_side=64",
+    ],
     "patchcore": ["model.input_size=128"],
     "retrieval_memory": ["model.input_size=128"],
     "draem": [  # found on training seeds 1-3 (image AUROC >= 0.99 each); narrower nets missed on some seeds

@@ -46,6 +46,13 @@ def flatten(config: Any, prefix: str = "") -> dict[str, str]:
     return items
 
 
+def log_params(params: dict[str, str]) -> None:
+    """Log params on the active run, 100 to a call (MLflow's batch limit)."""
+    keys = sorted(params)
+    for start in range(0, len(keys), 100):
+        mlflow.log_params({k: params[k] for k in keys[start : start + 100]})
+
+
 def git_commit() -> str:
     """The commit of the checkout polydefect runs from, or 'unknown' outside git."""
     try:
@@ -162,10 +169,7 @@ def pipeline_run(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> Iterat
         all_tags[SLURM_TAG] = os.environ["SLURM_JOB_ID"]
     with _terminate_raises(), mlflow.start_run(run_name=run_name, tags=all_tags) as run:
         try:
-            params = flatten(resolved)
-            keys = sorted(params)
-            for start in range(0, len(keys), 100):
-                mlflow.log_params({k: params[k] for k in keys[start : start + 100]})
+            log_params(flatten(resolved))
             mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             yield run
         except BaseException as error:
@@ -177,6 +181,17 @@ def pipeline_run(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> Iterat
                     run.info.run_id,
                 )
             raise
+
+
+def log_choice(cfg: DictConfig, chosen: str, figures: dict[str, float]) -> None:
+    """On the pipeline run, what `model=auto` chose: the tag `select.chosen`, each candidate's validation signal
+    (`select/<name>/val_signal`), the chosen model and inputs as `select.chosen.*` params, and `config.yaml`
+    rewritten as the chosen detector's, so `polydefect.inspect` rebuilds the detector that scored."""
+    mlflow.set_tag("select.chosen", chosen)
+    mlflow.log_metrics({f"select/{name}/val_signal": value for name, value in figures.items() if math.isfinite(value)})
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    log_params(flatten({name: resolved[name] for name in ("model", "preprocess")}, "select.chosen."))
+    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
 
 @contextmanager

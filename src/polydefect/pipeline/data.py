@@ -6,11 +6,12 @@ import logging
 from pathlib import Path
 
 import mlflow
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from polydefect.data.preprocess import aspect_kept_size
 from polydefect.data.splits import DataSplits, make_splits
 from polydefect.data.validate import validate_tables
+from polydefect.pipeline.candidates import CANDIDATES, check_auto, is_auto
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,27 @@ def prepare_data(cfg: DictConfig) -> tuple[DataSplits, dict[str, Path]]:
     roots = domain_roots(cfg)
     splits = make_splits(cfg.data, roots, cfg.seed)
     shapes = validate_tables((splits.train, splits.val, splits.test))
-    if cfg.preprocess.size is None and cfg.preprocess.short_side is not None:
-        size = aspect_kept_size([shapes[path] for path in splits.train["image_path"]], cfg.preprocess.short_side)
-        log.info("preprocess.short_side=%d: every image is resized to %d x %d", cfg.preprocess.short_side, *size)
-        with open_dict(cfg):
-            cfg.preprocess.size = size
+    train_shapes = [shapes[path] for path in splits.train["image_path"]]
+    apply_size_rule(cfg.preprocess, train_shapes, "preprocess")
+    auto = cfg.model is not None and is_auto(cfg.model)
+    if auto:
+        check_auto(cfg)
+    candidates = cfg.model[CANDIDATES] if auto else {}
+    for name, candidate in candidates.items():  # model=auto: each candidate's own inputs
+        if "preprocess" in candidate:
+            with open_dict(candidate):
+                candidate.preprocess = OmegaConf.merge(cfg.preprocess, candidate.preprocess)
+            apply_size_rule(candidate.preprocess, train_shapes, f"model.{CANDIDATES}.{name}.preprocess")
     return splits, roots
+
+
+def apply_size_rule(preprocess: DictConfig, train_shapes: list[tuple[int, int]], where: str) -> None:
+    """A size rule (`short_side` with no `size`) becomes the size it gives the training images, in place."""
+    if preprocess.size is None and preprocess.short_side is not None:
+        size = aspect_kept_size(train_shapes, preprocess.short_side)
+        log.info("%s.short_side=%d: every image is resized to %d x %d", where, preprocess.short_side, *size)
+        with open_dict(preprocess):
+            preprocess.size = size
 
 
 def log_data(splits: DataSplits, roots: dict[str, Path]) -> None:

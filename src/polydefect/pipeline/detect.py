@@ -10,12 +10,14 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import mlflow
 import pandas as pd
+import torch
 from omegaconf import DictConfig
 
 from polydefect.data.datamodules import ImageDataModule, ReconstructionDataModule
@@ -29,22 +31,26 @@ from polydefect.scoring.location import LOCATION_FILE, MIN_IMAGES, LocationNorma
 from polydefect.scoring.stream import check_finite_scores, run_scores, score_only
 from polydefect.stage_cache import StageCache
 from polydefect.stage_keys import StageKey, data_fingerprint, stage_key
-from polydefect.tasks.base import DetectorTask, build_detector
+from polydefect.tasks.base import DetectorTask, build_detector, load_detector
 from polydefect.tasks.fitting import fit_task
 
 log = logging.getLogger(__name__)
 # the sample-table columns of the files read here: a predicted mask (the segment stage's) replaces the object mask
 READS = ("image_path", "object_mask_path", "predicted_mask_path", "defect_mask_path")
+WEIGHTS_FILE = "model.safetensors"
+VALIDATION_FILE = "validation.json"
+TIMINGS_FILE = "timings.json"
 
 
 @dataclass
 class DetectResult:
-    """Per-image scores (one row per image: the sample table's columns plus role, score, map_sum) and the stage
-    folder with the test maps and masks (by row id) and the model weights."""
+    """Per-image scores (one row per image: the sample table's columns plus role, score, map_sum), the stage
+    folder with the test maps and masks (by row id), and the validation signal of the detector that scored."""
 
     key: str
     scores: pd.DataFrame
     folder: Path
+    validation: dict[str, float] = field(default_factory=dict)  # the fitted detector's validation signal
 
 
 def detect_key(cfg: DictConfig, splits: DataSplits, segment_key: str) -> StageKey:
@@ -126,25 +132,83 @@ def location_normaliser(
 
 
 def read_validation(folder: Path) -> dict[str, float]:
-    """The stage's validation signal (`synthetic_image_auroc`, `synthetic_pixel_auroc`); NaN ones left out."""
-    path = folder / "validation.json"
+    """A fit folder's validation signal (`synthetic_image_auroc`, `synthetic_pixel_auroc`); NaN ones left out."""
+    path = folder / VALIDATION_FILE
     values = json.loads(path.read_text()) if path.is_file() else {}
     return {name: value for name, value in values.items() if value == value}
 
 
-def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: str) -> DetectResult:
-    """Run (or reuse) the detect stage; logs the weights and the score table to the active MLflow run."""
+def fitting_tables(splits: DataSplits) -> dict[str, pd.DataFrame]:
+    """The images a detector is fitted and calibrated on, by role: its training images and the good validation
+    images."""
+    return {"train": splits.train, "val": splits.val}
+
+
+def scoring_device(cfg: DictConfig) -> torch.device:
+    """Where a detector reloaded from its weights scores: the GPU where the trainer would train on one."""
+    wants_gpu = str(cfg.trainer.accelerator) in ("gpu", "cuda", "auto")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Fitted:
+    """A trained detector's stage folder (weights, the per-location calibration where used, the validation signal,
+    the training time) and, where this process trained it, the detector and the samples it was trained on."""
+
+    folder: Path
+    detector: DetectorTask | None = None
+    samples: dict[str, list[Sample]] | None = None
+
+    @property
+    def validation(self) -> dict[str, float]:
+        return read_validation(self.folder)
+
+    def normaliser(self) -> LocationNormaliser | None:
+        path = self.folder / LOCATION_FILE
+        return LocationNormaliser.load(path) if path.is_file() else None
+
+    def load(self, cfg: DictConfig) -> DetectorTask:
+        """The trained detector: the one in memory, or rebuilt from the folder's weights."""
+        if self.detector is not None:
+            return self.detector
+        return load_detector(cfg.model, self.folder / WEIGHTS_FILE).to(scoring_device(cfg))
+
+
+def fit_detector(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: str) -> Fitted:
+    """Train (or reuse) the detector, its per-location calibration and its validation signal: everything but the
+    scores, so that `model=auto` compares detectors without scoring the test images of the ones it passes over."""
     key = detect_key(cfg, splits, segment_key)
-    tables = {"train": splits.train, "val": splits.val}
+    trained: dict[str, Any] = {}
 
     def make(folder: Path) -> None:
-        samples = {role: load_samples(table, cfg.preprocess) for role, table in tables.items()}
+        samples = {role: load_samples(table, cfg.preprocess) for role, table in fitting_tables(splits).items()}
         detector = build_detector(cfg.model)
         started = time.perf_counter()
         train_detector(cfg, detector, training_datamodule(cfg, detector, samples["train"], samples["val"]), folder)
         train_s = time.perf_counter() - started
-        detector.save_weights(folder / "model.safetensors")
+        detector.save_weights(folder / WEIGHTS_FILE)
         normaliser = location_normaliser(detector, samples["val"], cfg, folder)
+        enabled = cfg.detect.validation.enabled
+        validation = synthetic_validation(detector, samples["val"], cfg, normaliser) if enabled else {}
+        (folder / VALIDATION_FILE).write_text(json.dumps(validation))
+        (folder / TIMINGS_FILE).write_text(json.dumps({"train_s": train_s}))
+        trained.update(detector=detector, samples=samples)
+
+    folder, _ = cache.build("fit", key, make)
+    return Fitted(folder, **trained)
+
+
+def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: str) -> DetectResult:
+    """Run (or reuse) the detect stage: the fitted detector scores every image; logs the weights and the score
+    table to the active MLflow run."""
+    key = detect_key(cfg, splits, segment_key)
+    fitted = fit_detector(cfg, splits, cache, segment_key)
+    tables = fitting_tables(splits)
+
+    def make(folder: Path) -> None:
+        detector = fitted.load(cfg)
+        samples = fitted.samples or {role: load_samples(table, cfg.preprocess) for role, table in tables.items()}
+        normaliser = fitted.normaliser()
         rows = []
         started = time.perf_counter()
         for role, table in tables.items():
@@ -154,25 +218,22 @@ def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: 
         test = LazySamples(splits.test, cfg.preprocess)
         scores, sums = score_test(detector, test, cfg, splits.test, folder, normaliser)
         rows.append(splits.test.assign(role="test", score=scores, map_sum=sums))
-        timings = {"train_s": train_s, "infer_img_per_s": len(splits.all()) / (time.perf_counter() - started)}
+        timings = json.loads((fitted.folder / TIMINGS_FILE).read_text())
+        timings["infer_img_per_s"] = len(splits.all()) / (time.perf_counter() - started)
         table = pd.concat(rows, ignore_index=True)
         check_finite_scores(table, cfg.model._target_)
-        enabled = cfg.detect.validation.enabled
-        validation = synthetic_validation(detector, samples["val"], cfg, normaliser) if enabled else {}
-        (folder / "validation.json").write_text(json.dumps(validation))
-        (folder / "timings.json").write_text(json.dumps(timings))
+        (folder / TIMINGS_FILE).write_text(json.dumps(timings))
         table.to_csv(folder / "scores.csv", index=False)
 
     folder, hit = cache.build("detect", key, make)
     scores = pd.read_csv(folder / "scores.csv")
     if mlflow.active_run():
         mlflow.set_tag("stage_cache_hit", str(hit))
-        timings = folder / "timings.json"  # of the run that trained, also logged on a hit
-        if timings.is_file():  # absent from folders cached before timings were recorded
-            mlflow.log_metrics({f"detect/{k}": v for k, v in json.loads(timings.read_text()).items()})
+        timings = folder / TIMINGS_FILE  # of the run that trained, also logged on a hit
+        mlflow.log_metrics({f"detect/{k}": v for k, v in json.loads(timings.read_text()).items()})
         mlflow.log_artifact(str(folder / "scores.csv"))
         if cfg.mlflow.log_models:
-            mlflow.log_artifact(str(folder / "model.safetensors"), "model")
-            if (folder / LOCATION_FILE).is_file():
-                mlflow.log_artifact(str(folder / LOCATION_FILE), "model")
-    return DetectResult(key.digest, scores, folder)
+            mlflow.log_artifact(str(fitted.folder / WEIGHTS_FILE), "model")
+            if (fitted.folder / LOCATION_FILE).is_file():
+                mlflow.log_artifact(str(fitted.folder / LOCATION_FILE), "model")
+    return DetectResult(key.digest, scores, folder, fitted.validation)

@@ -15,10 +15,12 @@ from omegaconf import DictConfig
 
 from polydefect import tracking
 from polydefect.allocator import reuse_freed_memory
+from polydefect.pipeline.candidates import is_auto
 from polydefect.pipeline.data import log_data, prepare_data
-from polydefect.pipeline.detect import detect, read_validation
+from polydefect.pipeline.detect import detect
 from polydefect.pipeline.evaluate import BATCH_VERDICT, evaluate
 from polydefect.pipeline.segment import SegmentResult, segment
+from polydefect.pipeline.selection import choose_detector
 from polydefect.reporting.summary import run_summary
 from polydefect.stage_cache import StageCache
 
@@ -84,9 +86,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             metrics.update({f"segment/test_{k}": v for k, v in masks.metrics.items()})
             splits = masks.attach(splits)
         if "detect" in cfg.stages:
+            if is_auto(cfg.model):
+                with tracking.stage_run("select"):
+                    chosen, cfg, figures = choose_detector(cfg, splits, cache, masks.key)
+                tracking.log_choice(cfg, chosen, figures)
             with tracking.stage_run("detect"):
                 detection = detect(cfg, splits, cache, masks.key)
-            metrics.update({f"val/{k}": v for k, v in read_validation(detection.folder).items()})
+            metrics.update({f"val/{k}": v for k, v in detection.validation.items()})
             if "evaluate" in cfg.stages:
                 with tracking.stage_run("evaluate"):
                     metrics.update(evaluate(cfg, detection, output_dir / EVALUATION))

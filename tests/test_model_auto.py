@@ -1,0 +1,117 @@
+"""`model=auto` trains each candidate, keeps the one with the best validation signal (no test label read), scores
+the test images with it alone, and leaves a run that `polydefect.inspect` rebuilds as the chosen detector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers.planted import write_planted_mvtec
+from helpers.tiny import compose_app, store_uri
+from mlflow.tracking import MlflowClient
+from omegaconf import open_dict
+
+from polydefect.inspect import download_pipeline
+from polydefect.pipeline.candidates import candidate_config, candidate_names
+from polydefect.pipeline.run import run
+
+COARSE, FINE = 32, 128  # the feature memory's input side: at 32 px a planted defect is a fraction of a cell
+
+
+def auto_config(root: Path, data: Path, *overrides: str):
+    cfg = compose_app(
+        "data=mvtec",
+        f"data.root={data}",
+        "preprocess.size=[64,64]",
+        "model.choose_from=[patchcore,patchcore_aspect]",
+        f"model.candidates.patchcore.model.input_size={COARSE}",
+        f"model.candidates.patchcore_aspect.model.input_size={FINE}",
+        "model.candidates.patchcore_aspect.preprocess.short_side=64",
+        "trainer=fast",
+        "trainer.limit_train_batches=1.0",
+        "data.batch_size=8",
+        "detect.samples=2",
+        "name=auto",
+        f"paths.cache_dir={root / 'cache'}",
+        f"mlflow.tracking_uri={store_uri(root)}",
+        *overrides,
+    )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(root / "out")
+    return cfg
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_auto_keeps_the_candidate_with_the_better_validation_signal_and_inspect_rebuilds_it(tmp_path: Path) -> None:
+    data = write_planted_mvtec(tmp_path / "planted")
+    metrics = run(auto_config(tmp_path, data))
+    client = MlflowClient(store_uri(tmp_path))
+    parent = client.get_run(metrics["run_id"])
+    signals = {name: parent.data.metrics[f"select/{name}/val_signal"] for name in ("patchcore", "patchcore_aspect")}
+    assert signals["patchcore_aspect"] > signals["patchcore"], signals
+    assert parent.data.tags["select.chosen"] == "patchcore_aspect"
+    assert metrics["val/synthetic_image_auroc"] == signals["patchcore_aspect"]  # the chosen one's signal
+    assert metrics["test/global/image_auroc"] >= 0.9  # the chosen detector finds the planted defects
+    assert parent.data.params["select.chosen.model.input_size"] == str(FINE)
+    assert parent.data.params["select.chosen.preprocess.size"] == "[64, 64]"  # the size rule on 64 px images
+    candidates = client.search_runs([parent.info.experiment_id], "tags.stage LIKE 'select/%'")
+    assert sorted(r.data.tags["stage"] for r in candidates) == ["select/patchcore", "select/patchcore_aspect"]
+    assert all(r.info.status == "FINISHED" for r in candidates)
+    # both candidates were fitted; only the chosen one scored the test images
+    assert len(list((tmp_path / "cache" / "fit").glob("*/model.safetensors"))) == 2
+    assert len(list((tmp_path / "cache" / "detect").glob("*/scores.csv"))) == 1
+    pipeline = download_pipeline(metrics["run_id"], store_uri(tmp_path), tmp_path / "inspect")
+    assert pipeline.cfg.model.input_size == FINE and pipeline.cfg.model.keep_aspect
+    assert "candidates" not in pipeline.cfg.model
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_run_of_the_chosen_model_reuses_the_fit_that_auto_made(tmp_path: Path) -> None:
+    data = write_planted_mvtec(tmp_path / "planted", train=20, good=4, per_kind=1)
+    run(auto_config(tmp_path, data, "model.choose_from=[patchcore]"))
+    fits = sorted((tmp_path / "cache" / "fit").iterdir())
+    direct = compose_app(
+        "data=mvtec",
+        f"data.root={data}",
+        "preprocess.size=[64,64]",
+        "model=patchcore",
+        f"model.input_size={COARSE}",
+        "trainer=fast",
+        "trainer.limit_train_batches=1.0",
+        "data.batch_size=8",
+        "detect.samples=2",
+        "name=direct",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"mlflow.tracking_uri={store_uri(tmp_path)}",
+    )
+    with open_dict(direct):
+        direct.paths.output_dir = str(tmp_path / "direct")
+    run(direct)
+    assert sorted((tmp_path / "cache" / "fit").iterdir()) == fits  # no second training
+
+
+def test_the_default_candidates_are_the_memory_and_the_ensemble_square_and_aspect_kept() -> None:
+    cfg = compose_app("data=mvtec", "data.root=.")
+    assert candidate_names(cfg.model) == ["ensemble", "patchcore", "ensemble_aspect", "patchcore_aspect"]
+    square, aspect = candidate_config(cfg, "ensemble"), candidate_config(cfg, "ensemble_aspect")
+    assert square.model == compose_app("data=mvtec", "data.root=.", "model=ensemble").model
+    assert square.preprocess == cfg.preprocess
+    assert all(member.keep_aspect for member in aspect.model.members.values())
+    assert (aspect.preprocess.size, aspect.preprocess.short_side) == (None, 256)  # the data stage sizes it
+    assert aspect.preprocess.colour == cfg.preprocess.colour  # the patch is merged over the run's inputs
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.choose_from=[patchcore,nearest]", r"model\.choose_from: \['nearest'\] not in model\.candidates"),
+        ("model.choose_from=[]", r"model\.choose_from: name at least one"),
+        ("model.metric=test_auroc", r"model\.metric: 'test_auroc' is not a validation signal"),
+        ("detect.validation.enabled=false", r"detect\.validation\.enabled must be true"),
+    ],
+)
+def test_a_bad_choice_setting_is_refused_naming_the_key(tmp_path: Path, override: str, message: str) -> None:
+    data = write_planted_mvtec(tmp_path / "planted", train=8, good=2, per_kind=1)
+    with pytest.raises(ValueError, match=message):
+        run(auto_config(tmp_path, data, override))
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "out").exists()  # refused before any run
