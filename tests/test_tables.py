@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from polydefect import tables
+from polydefect.tracking import CHOSEN_TAG
 
 
 def log_run(client: MlflowClient, experiment_id: str, tags: dict, metrics: dict, status: str = "FINISHED") -> str:
@@ -49,12 +50,15 @@ def store(tmp_path: Path) -> tuple[str, dict[str, str]]:
     # three detectors on KolektorSDD: the validation signal ranks them as their test AUROC does but for one pair
     runs = [("patchcore", "dev_sets", 0.8, 0.7), ("ensemble", "dev_sets", 0.9, 0.85), ("draem", "dev_sets", 0.95, 0.6)]
     runs.append(("patchcore", "dev_sets_aspect", 0.85, 0.8))  # an option measured on and off
+    runs.append(("auto", "dev_sets", 0.95, 0.6))  # the default: chose draem on its validation signal
     for model, name, val, test in runs:
         tags = {"choice.model": model, "variant": "mvtec", "dataset": "kolektorsdd", "experiment": name}
+        tags |= {CHOSEN_TAG: "draem"} if model == "auto" else {}
         ids[f"kolektorsdd_{model}_{name}"] = log_run(
             client, exp, tags, {"test/global/image_auroc": test, "val/synthetic_image_auroc": val}
         )
-    tile = {"choice.model": "ensemble", "variant": "mvtec", "dataset": "magnetic_tile", "experiment": "dev_sets"}
+    tile = {"choice.model": "auto", "variant": "mvtec", "dataset": "magnetic_tile", "experiment": "dev_sets"}
+    tile[CHOSEN_TAG] = "ensemble"
     ids["magnetic_tile_dev"] = log_run(client, exp, tile, {"test/global/image_auroc": 0.5})
     return uri, ids
 
@@ -120,11 +124,13 @@ def test_dev_sets_has_a_row_per_data_set_and_configuration_and_the_default_first
         *("val_synthetic_auroc", "train_s", "infer_img_per_s", "run_id"),
     ]
     tile = table[table["dataset"] == "magnetic_tile"]
-    assert list(tile["detector"]) == ["default", "ensemble"]
+    assert list(tile["detector"]) == ["default", "auto: ensemble"]
     assert set(tile["run_id"]) == {store[1]["magnetic_tile_dev"]}
     kolektor = table[table["dataset"] == "kolektorsdd"]
-    assert list(kolektor["detector"]) == ["default", "draem", "ensemble", "patchcore", "patchcore (aspect)"]
-    assert kolektor.iloc[0]["run_id"] == store[1]["kolektorsdd_ensemble_dev_sets"], "data=mvtec runs the ensemble"
+    assert list(kolektor["detector"]) == [
+        *("default", "auto: draem", "draem", "ensemble", "patchcore", "patchcore (aspect)")
+    ]
+    assert kolektor.iloc[0]["run_id"] == store[1]["kolektorsdd_auto_dev_sets"], "data=mvtec chooses (model=auto)"
 
 
 def test_the_magnetic_tile_table_leaves_the_development_sweeps_out(written, store) -> None:

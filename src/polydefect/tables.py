@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
 from polydefect.config import register_configs
+from polydefect.tracking import CHOSEN_TAG
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +269,12 @@ def default_mvtec_model() -> str:
     return str(cfg.hydra.runtime.choices.model)
 
 
+def chosen_label(detector: str, run: Run) -> str:
+    """A configuration's name, with what it chose where it chose on the validation signal (model=auto)."""
+    chosen = run.data.tags.get(CHOSEN_TAG)
+    return f"{detector}: {chosen}" if chosen else detector
+
+
 def dev_sets(client: MlflowClient, runs: list[Run]) -> Table:
     """Every detector on every development set, and the `default` row: the detector data=mvtec runs with."""
     cells = latest(runs, dev_cell)
@@ -277,7 +284,10 @@ def dev_sets(client: MlflowClient, runs: list[Run]) -> Table:
         found = {detector: run for (name, detector), run in cells.items() if name == dataset}
         if default in found:
             rows.append({"dataset": dataset, "detector": "default", **detector_row(client, found[default])})
-        rows += [{"dataset": dataset, "detector": d, **detector_row(client, found[d])} for d in sorted(found)]
+        rows += [
+            {"dataset": dataset, "detector": chosen_label(d, found[d]), **detector_row(client, found[d])}
+            for d in sorted(found)
+        ]
     frame = pd.DataFrame(rows, columns=["dataset", "detector", *DETECTOR_COLUMNS, "run_id"])
     return Table("dev_sets", f"Every detector on the development sets (`default`: model={default})", frame)
 
@@ -287,7 +297,8 @@ def dev_sets_validation(dev: Table) -> Table:
     test label read) ranks the detectors by test image AUROC: Spearman's rank correlation, and the detector it
     would choose with the test AUROC that choice gets, beside the best one's."""
     rows = []
-    frame = dev.frame[dev.frame["detector"] != "default"]
+    chose = dev.frame["detector"].str.contains(": ", regex=False)  # a choice among the rows, not a row of its own
+    frame = dev.frame[(dev.frame["detector"] != "default") & ~chose]
     for dataset, group in frame.groupby("dataset", sort=False):
         known = group.dropna(subset=["val_synthetic_auroc", "image_auroc"])
         if known.empty:

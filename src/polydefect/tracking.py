@@ -28,6 +28,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
+CHOSEN_TAG = "select.chosen"  # on a model=auto run: the candidate it chose
 PID_TAG, HOST_TAG = "polydefect.pid", "polydefect.host"
 SLURM_TAG = "slurm.job_id"
 
@@ -187,7 +188,7 @@ def log_choice(cfg: DictConfig, chosen: str, figures: dict[str, float]) -> None:
     """On the pipeline run, what `model=auto` chose: the tag `select.chosen`, each candidate's validation signal
     (`select/<name>/val_signal`), the chosen model and inputs as `select.chosen.*` params, and `config.yaml`
     rewritten as the chosen detector's, so `polydefect.inspect` rebuilds the detector that scored."""
-    mlflow.set_tag("select.chosen", chosen)
+    mlflow.set_tag(CHOSEN_TAG, chosen)
     mlflow.log_metrics({f"select/{name}/val_signal": value for name, value in figures.items() if math.isfinite(value)})
     resolved = OmegaConf.to_container(cfg, resolve=True)
     log_params(flatten({name: resolved[name] for name in ("model", "preprocess")}, "select.chosen."))
