@@ -53,6 +53,21 @@ def test_the_saved_calibration_scores_new_images_as_the_run_did(tmp_path) -> Non
     assert torch.allclose(loaded(new, ["a", "b", "c"]), normaliser(new, ["a", "b", "c"]))
 
 
+def test_the_calibration_reloaded_with_its_maps_still_scores_each_validation_image_against_the_others(
+    tmp_path,
+) -> None:
+    ids = [f"val/{i}" for i in range(8)]
+    maps = good_maps(8)
+    normaliser = LocationNormaliser.from_maps(list(maps), ids)
+    normaliser.save(tmp_path / "location.npz")
+    normaliser.save_maps(tmp_path / "location_maps.npz")
+    loaded = LocationNormaliser.load(tmp_path / "location.npz", tmp_path / "location_maps.npz")
+    scored = ["val/0", "val/3#pasted", "new"]
+    assert torch.equal(loaded(as_batch(maps[[0, 3, 5]]), scored), normaliser(as_batch(maps[[0, 3, 5]]), scored))
+    without_maps = LocationNormaliser.load(tmp_path / "location.npz")
+    assert not torch.allclose(without_maps(as_batch(maps[:1]), ["val/0"]), normaliser(as_batch(maps[:1]), ["val/0"]))
+
+
 def test_too_few_images_mixed_sizes_and_a_wrong_size_are_named() -> None:
     with pytest.raises(ValueError, match="at least 3 good validation images.*data.val_fraction"):
         LocationNormaliser.from_maps(list(good_maps(2)), ["a", "b"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers.planted import write_planted_mvtec
 from helpers.tiny import compose_app, store_uri
@@ -13,6 +14,7 @@ from omegaconf import open_dict
 
 from polydefect.inspect import download_pipeline
 from polydefect.pipeline.candidates import candidate_config, candidate_names
+from polydefect.pipeline.detect import Fitted
 from polydefect.pipeline.run import run
 
 COARSE, FINE = 32, 128  # the feature memory's input side: at 32 px a planted defect is a fraction of a cell
@@ -60,17 +62,19 @@ def test_auto_keeps_the_candidate_with_the_better_validation_signal_and_inspect_
     # both candidates were fitted; only the chosen one scored the test images
     assert len(list((tmp_path / "cache" / "fit").glob("*/model.safetensors"))) == 2
     assert len(list((tmp_path / "cache" / "detect").glob("*/scores.csv"))) == 1
+    # each fit keeps its validation maps, so the detect stage of the chosen one, reloading it, scores the
+    # validation images (which fit the threshold) each against the others, as the validation signal did
+    val_ids = set(pd.read_csv(next((tmp_path / "cache" / "detect").glob("*/scores.csv"))).query("role == 'val'").row_id)
+    for weights in (tmp_path / "cache" / "fit").glob("*/model.safetensors"):
+        assert set(Fitted(weights.parent).normaliser().index) == val_ids
     pipeline = download_pipeline(metrics["run_id"], store_uri(tmp_path), tmp_path / "inspect")
     assert pipeline.cfg.model.input_size == FINE and pipeline.cfg.model.keep_aspect
     assert "candidates" not in pipeline.cfg.model
 
 
-@pytest.mark.usefixtures("one_thread")
-def test_a_run_of_the_chosen_model_reuses_the_fit_that_auto_made(tmp_path: Path) -> None:
-    data = write_planted_mvtec(tmp_path / "planted", train=20, good=4, per_kind=1)
-    run(auto_config(tmp_path, data, "model.choose_from=[patchcore]"))
-    fits = sorted((tmp_path / "cache" / "fit").iterdir())
-    direct = compose_app(
+def direct_config(root: Path, data: Path, cache: Path, output: Path):
+    """`model=patchcore` as auto's `patchcore` candidate is configured, in its own output folder."""
+    cfg = compose_app(
         "data=mvtec",
         f"data.root={data}",
         "preprocess.size=[64,64]",
@@ -81,13 +85,31 @@ def test_a_run_of_the_chosen_model_reuses_the_fit_that_auto_made(tmp_path: Path)
         "data.batch_size=8",
         "detect.samples=2",
         "name=direct",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"mlflow.tracking_uri={store_uri(tmp_path)}",
+        f"paths.cache_dir={cache}",
+        f"mlflow.tracking_uri={store_uri(root)}",
     )
-    with open_dict(direct):
-        direct.paths.output_dir = str(tmp_path / "direct")
-    run(direct)
-    assert sorted((tmp_path / "cache" / "fit").iterdir()) == fits  # no second training
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output)
+    return cfg
+
+
+def scores_of(cache: Path, role: str) -> pd.Series:
+    (table,) = [pd.read_csv(path) for path in (cache / "detect").glob("*/scores.csv")]
+    return table[table["role"] == role].set_index("row_id")["score"].sort_index()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_run_of_the_chosen_model_reuses_the_fit_that_auto_made_and_scores_as_a_fresh_one(tmp_path: Path) -> None:
+    data = write_planted_mvtec(tmp_path / "planted", train=20, good=6, per_kind=1)
+    run(auto_config(tmp_path, data, "model.choose_from=[patchcore]"))
+    fits = sorted((tmp_path / "cache" / "fit").glob("*/model.safetensors"))
+    run(direct_config(tmp_path, data, tmp_path / "cache", tmp_path / "direct"))
+    assert sorted((tmp_path / "cache" / "fit").glob("*/model.safetensors")) == fits  # no second training
+    # a fresh cache: fitted and scored in one process, against auto's detector reloaded from its fit stage;
+    # the validation images (which fit the threshold) are scored leave-one-out both ways
+    run(direct_config(tmp_path, data, tmp_path / "fresh", tmp_path / "fresh_out"))
+    for role in ("val", "test"):
+        pd.testing.assert_series_equal(scores_of(tmp_path / "cache", role), scores_of(tmp_path / "fresh", role))
 
 
 def test_the_default_candidates_are_the_memory_and_the_ensemble_square_and_aspect_kept() -> None:

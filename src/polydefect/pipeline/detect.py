@@ -27,7 +27,7 @@ from polydefect.evaluation.pasted_validation import synthetic_validation
 from polydefect.pipeline.artifacts import score_test
 from polydefect.pipeline.data import data_identity
 from polydefect.pipeline.training import epoch_budget, trainer_kwargs
-from polydefect.scoring.location import LOCATION_FILE, MIN_IMAGES, LocationNormaliser
+from polydefect.scoring.location import LOCATION_FILE, LOCATION_MAPS_FILE, MIN_IMAGES, LocationNormaliser
 from polydefect.scoring.stream import check_finite_scores, run_scores, score_only
 from polydefect.stage_cache import StageCache
 from polydefect.stage_keys import StageKey, data_fingerprint, stage_key
@@ -128,6 +128,7 @@ def location_normaliser(
     scored = list(run_scores(detector, val, cfg))
     normaliser = LocationNormaliser.from_maps([s.anomaly_map for s in scored], [s.row_id for s in scored])
     normaliser.save(folder / LOCATION_FILE)
+    normaliser.save_maps(folder / LOCATION_MAPS_FILE)  # the detect stage scores the validation images again
     return normaliser
 
 
@@ -164,8 +165,10 @@ class Fitted:
         return read_validation(self.folder)
 
     def normaliser(self) -> LocationNormaliser | None:
+        """The calibration with the validation maps, so the validation images are scored leave-one-out as the
+        validation signal scored them (their threshold must not see their own maps)."""
         path = self.folder / LOCATION_FILE
-        return LocationNormaliser.load(path) if path.is_file() else None
+        return LocationNormaliser.load(path, self.folder / LOCATION_MAPS_FILE) if path.is_file() else None
 
     def load(self, cfg: DictConfig) -> DetectorTask:
         """The trained detector: the one in memory, or rebuilt from the folder's weights."""

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 NORMALISATIONS = ("none", "location")  # scoring.normalise
-LOCATION_FILE = "location.npz"  # the calibration in a detect stage folder and in a run's model artifacts
+LOCATION_FILE = "location.npz"  # the calibration in a fit stage folder and in a run's model artifacts
+LOCATION_MAPS_FILE = "location_maps.npz"  # beside it in the fit stage only: the validation maps, for leave-one-out
 COPY_MARK = "#"  # a row id "<row id>#<what>" is a copy of the image <row id>: it is left out of its own reference
 MIN_IMAGES = 3  # validation maps needed for a mean and an sd per pixel, one left out
 SD_FLOOR = 0.5  # a pixel's sd is at least this share of the median sd: a pixel that happens to vary little on the
@@ -85,10 +86,23 @@ class LocationNormaliser:
         """Sums and count (npz, no pickles): what scoring new images needs (no validation map is kept)."""
         np.savez(path, total=self.total, squares=self.squares, count=np.array(self.count))
 
+    def save_maps(self, path: Path) -> None:
+        """The validation maps and their row ids (npz, exact): what scoring those images again, each against
+        the others only, needs beside `save`'s sums."""
+        if self.maps is None:
+            raise ValueError("LocationNormaliser.save_maps: this calibration keeps no validation maps")
+        np.savez(path, maps=self.maps, row_ids=np.array(list(self.index), dtype=str))
+
     @classmethod
-    def load(cls, path: Path) -> LocationNormaliser:
+    def load(cls, path: Path, maps: Path | None = None) -> LocationNormaliser:
+        """The calibration `save` wrote; with the file `save_maps` wrote, its validation images are scored
+        leave-one-out again."""
         with np.load(path, allow_pickle=False) as stored:
-            return cls(stored["total"], stored["squares"], int(stored["count"]))
+            sums = stored["total"], stored["squares"], int(stored["count"])
+        if maps is None:
+            return cls(*sums)
+        with np.load(maps, allow_pickle=False) as stored:
+            return cls(*sums, stored["maps"], [str(row_id) for row_id in stored["row_ids"]])
 
 
 def _mean_and_sd(total: np.ndarray, squares: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
