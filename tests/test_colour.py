@@ -101,7 +101,8 @@ def test_colour_inputs_draw_in_panels_and_overlays() -> None:
 @pytest.mark.parametrize(
     "overrides",
     [
-        [  # the data=mvtec default
+        [  # the colour feature detectors, both backbones, both kinds
+            "model=ensemble",
             "model.members.lite0.input_size=64",
             "model.members.lite2.input_size=64",
             "model.members.segmenter_lite0.input_size=64",

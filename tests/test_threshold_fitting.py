@@ -78,7 +78,8 @@ def test_data_loader_workers_do_not_change_the_cache_keys(cfg: DictConfig, split
     assert detect_key(more_workers, splits, "masks").digest == detect_key(cfg, splits, "masks").digest
 
 
-def test_mvtec_data_fits_thresholds_on_validation_images_and_detects_with_the_ensemble(tmp_path: Path) -> None:
+def test_mvtec_data_fits_thresholds_on_validation_images_and_chooses_its_detector_on_them(tmp_path: Path) -> None:
     cfg = compose_app("data=mvtec", f"data.root={tmp_path}")
     assert cfg.scoring.threshold.fit_on == "val"
-    assert cfg.model._target_ == "polydefect.tasks.ensemble.EnsembleTask"
+    assert cfg.model.metric == "synthetic_image_auroc"  # model=auto: chosen on the validation signal
+    assert "ensemble" in cfg.model.choose_from
