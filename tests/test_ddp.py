@@ -65,8 +65,8 @@ def test_both_ranks_end_training_with_identical_weights(ddp_run, task: str) -> N
 
 def test_the_trained_weights_come_back_to_the_pipeline(ddp_run) -> None:
     rank0 = load_file(str(ddp_run["ranks"] / "ReconstructionTask_rank0of2.safetensors"))
-    (detect_folder,) = [p for p in (ddp_run["root"] / "cache" / "detect").iterdir() if not p.name.startswith(".")]
-    saved = load_file(str(detect_folder / "model.safetensors"))
+    (fit_folder,) = [p for p in (ddp_run["root"] / "cache" / "fit").iterdir() if not p.name.startswith(".")]
+    saved = load_file(str(fit_folder / "model.safetensors"))
     assert all(torch.equal(saved[key], rank0[key]) for key in saved)
 
 

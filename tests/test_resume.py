@@ -25,11 +25,11 @@ def wait_for_checkpoint(cache: Path, process: subprocess.Popen, timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the run ended before it wrote a checkpoint: make its training longer"
-        found = list((cache / "detect").glob(".*.partial/checkpoints/last.ckpt"))
+        found = list((cache / "fit").glob(".*.partial/checkpoints/last.ckpt"))  # the detect stage's training
         if found:
             return found[0]
         time.sleep(0.01)
-    raise AssertionError(f"no last.ckpt under {cache / 'detect'} after {timeout} s")
+    raise AssertionError(f"no last.ckpt under {cache / 'fit'} after {timeout} s")
 
 
 def long_training(root: Path) -> list[str]:
@@ -72,7 +72,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_is_marked_failed(tmp_
 
     rerun = run_app(args, cwd=tmp_path)
     log = rerun.stdout + rerun.stderr
-    assert "Stage detect: resuming partial result" in log
+    assert "Stage fit: resuming partial result" in log  # the detect stage's training
     assert f"Restoring states from the checkpoint path at {checkpoint}" in log
     assert not checkpoint.exists(), "the finished stage moved out of its .partial folder"
     runs = {r.info.run_id: r for r in client.search_runs([experiment_id])}
@@ -104,7 +104,8 @@ def test_ctrl_c_in_training_ends_the_runs_killed_keeps_the_checkpoint_and_the_re
         "detect": "KILLED",
     }
     assert checkpoint.is_file(), "the stopped stage keeps its .partial folder and last.ckpt"
-    assert [p.name for p in (tmp_path / "cache" / "detect").iterdir() if not p.name.startswith(".")] == []
+    finished = [p for stage in ("fit", "detect") for p in (tmp_path / "cache").glob(f"{stage}/[!.]*")]
+    assert finished == [], "neither the fit nor the scores of the stopped stage are cached"
     assert not (tmp_path / "out" / "evaluation").exists(), "nothing after the stopped stage is written"
     assert "## polydefect run" not in console, "a stopped run has no summary"
 

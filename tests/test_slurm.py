@@ -70,7 +70,7 @@ def test_a_cancelled_job_leaves_no_run_running_and_a_rerun_resumes_from_the_stag
         start_new_session=True,
     )
     try:
-        checkpoints = tmp_path / "cache" / "detect"
+        checkpoints = tmp_path / "cache" / "fit"  # the detect stage's training
         _wait(lambda: any(checkpoints.glob(".*.partial/checkpoints/last.ckpt")), "a detect checkpoint", 240)
         jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split()
         assert len(jobs) == 1

@@ -86,12 +86,19 @@ def test_the_cache_command_lists_each_stage_with_its_builder_and_clears_one(root
         return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
     listed = cache("list")
-    builders = {
-        runs[name][stage].info.run_id: stage for name in ("first", "replaced") for stage in ("segment", "detect")
+    built = {  # (run, cache stage): the detect stage's run builds the fit and the scores
+        (runs[name][stage].info.run_id, entry)
+        for name in ("first", "replaced")
+        for stage, entries in (("segment", ["segment"]), ("detect", ["fit", "detect"]))
+        for entry in entries
     }
-    rows = {line.split()[-2]: line.split() for line in listed.splitlines() if line.split()[-2] in builders}
-    assert {run_id: row[0] for run_id, row in rows.items()} == builders
-    assert {row[-1] for row in rows.values()} == {"complete"}
-    replaced = rows[runs["replaced"]["detect"].info.run_id][1]  # that run's detect key: no other test reads it
+    builders = {run_id for run_id, _ in built}
+    rows = [line.split() for line in listed.splitlines() if line.split()[-2] in builders]
+    assert {(row[-2], row[0]) for row in rows} == built and len(rows) == len(built)
+    assert {row[-1] for row in rows} == {"complete"}
+    replaced_run = runs["replaced"]["detect"].info.run_id
+    (replaced,) = [row[1] for row in rows if row[-2] == replaced_run and row[0] == "detect"]  # no other test reads it
     assert cache("clear", "--stage", "detect", "--key", replaced).count("removing ") == 1
-    assert replaced not in cache("list") and runs["first"]["detect"].info.run_id in cache("list")
+    after = [line.split()[:2] for line in cache("list").splitlines()]
+    assert ["detect", replaced] not in after and ["fit", replaced] in after  # the fit (same key) stays
+    assert runs["first"]["detect"].info.run_id in cache("list")
