@@ -20,27 +20,39 @@ from polydefect.pipeline.run import run
 COARSE, FINE = 32, 128  # the feature memory's input side: at 32 px a planted defect is a fraction of a cell
 
 
-def auto_config(root: Path, data: Path, *overrides: str):
+def planted_run_config(store: Path, data: Path, cache: Path, output: Path, *overrides: str):
+    """A seconds-long data=mvtec run on the planted parts at 64 px, its MLflow store in `store`."""
     cfg = compose_app(
         "data=mvtec",
         f"data.root={data}",
         "preprocess.size=[64,64]",
-        "model.choose_from=[patchcore,patchcore_aspect]",
-        f"model.candidates.patchcore.model.input_size={COARSE}",
-        f"model.candidates.patchcore_aspect.model.input_size={FINE}",
-        "model.candidates.patchcore_aspect.preprocess.short_side=64",
         "trainer=fast",
         "trainer.limit_train_batches=1.0",
         "data.batch_size=8",
         "detect.samples=2",
-        "name=auto",
-        f"paths.cache_dir={root / 'cache'}",
-        f"mlflow.tracking_uri={store_uri(root)}",
+        f"paths.cache_dir={cache}",
+        f"mlflow.tracking_uri={store_uri(store)}",
         *overrides,
     )
     with open_dict(cfg):
-        cfg.paths.output_dir = str(root / "out")
+        cfg.paths.output_dir = str(output)
     return cfg
+
+
+def auto_config(root: Path, data: Path, *overrides: str):
+    """model=auto between a coarse square feature memory and a fine aspect-kept one."""
+    return planted_run_config(
+        root,
+        data,
+        root / "cache",
+        root / "out",
+        "model.choose_from=[patchcore,patchcore_aspect]",
+        f"model.candidates.patchcore.model.input_size={COARSE}",
+        f"model.candidates.patchcore_aspect.model.input_size={FINE}",
+        "model.candidates.patchcore_aspect.preprocess.short_side=64",
+        "name=auto",
+        *overrides,
+    )
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -74,23 +86,7 @@ def test_auto_keeps_the_candidate_with_the_better_validation_signal_and_inspect_
 
 def direct_config(root: Path, data: Path, cache: Path, output: Path):
     """`model=patchcore` as auto's `patchcore` candidate is configured, in its own output folder."""
-    cfg = compose_app(
-        "data=mvtec",
-        f"data.root={data}",
-        "preprocess.size=[64,64]",
-        "model=patchcore",
-        f"model.input_size={COARSE}",
-        "trainer=fast",
-        "trainer.limit_train_batches=1.0",
-        "data.batch_size=8",
-        "detect.samples=2",
-        "name=direct",
-        f"paths.cache_dir={cache}",
-        f"mlflow.tracking_uri={store_uri(root)}",
-    )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output)
-    return cfg
+    return planted_run_config(root, data, cache, output, "model=patchcore", f"model.input_size={COARSE}", "name=direct")
 
 
 def scores_of(cache: Path, role: str) -> pd.Series:
