@@ -57,8 +57,34 @@ def test_banks_collect_one_pass_while_the_head_trains_every_epoch_and_both_are_s
         (member.anomaly_map(bad) - ensemble.score_mean[i]) / ensemble.score_std[i]
         for i, member in enumerate(ensemble.members.values())
     ]
-    assert torch.allclose(bad_map, torch.stack(standardised).mean(0))
+    assert torch.allclose(bad_map, torch.stack(standardised).mean(0), atol=1e-5)  # one upsampling of the mean
     assert bad_map.flatten(1).amax(1).min() > good_map.flatten(1).amax(1).max()
+
+
+def test_members_on_one_backbone_run_it_once_per_batch_and_score_as_they_would_one_by_one() -> None:
+    torch.manual_seed(0)
+    members = _members()
+    members["other"] = MemoryBankTask(  # another input size: its own pass
+        PatchFeatureMemory(EfficientNetLiteFeatures("efficientnet-lite0", [2, 4])), input_size=96, bank_ratio=0.5
+    )
+    ensemble = EnsembleTask(members).eval()
+    surfaces = textured_surfaces(6, size=(40, 56))
+    for bank in ensemble._banks():
+        bank.collect(surfaces[:4])
+    ensemble.validation_images = [surfaces[4:]]
+    passes = []
+    for name, member in members.items():
+        member.net.backbone.register_forward_hook(lambda *_, name=name: passes.append(name))
+    ensemble.fit()
+    assert sorted(passes) == ["bank", "other"]  # the segmenter's validation maps reuse the bank's features
+    passes.clear()
+    shared = ensemble.anomaly_map(surfaces[:2])
+    assert sorted(passes) == ["bank", "other"]
+    passes.clear()
+    ensemble.hparams.share_features = False
+    alone = ensemble.anomaly_map(surfaces[:2])
+    assert sorted(passes) == ["bank", "other", "segmenter"]
+    assert torch.allclose(shared, alone, atol=1e-5)
 
 
 def test_a_member_that_is_neither_a_bank_nor_trained_on_pasted_anomalies_is_refused() -> None:

@@ -59,6 +59,7 @@ class EfficientNetLiteFeatures(nn.Module):
         self.blocks = nn.ModuleList(net._blocks[: stage_ends[self.stages[-1]] + 1])
         self.channels = [widths[stage_ends[s]] for s in self.stages]
         self.strides = [STAGE_STRIDES[s] for s in self.stages]
+        self.signature = (name, tuple(self.stages))  # equal signatures: equal features (frozen, same weights)
         self.requires_grad_(False)
         self.eval()
 

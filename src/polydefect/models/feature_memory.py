@@ -86,12 +86,16 @@ class PatchFeatureMemory(nn.Module):
         """Make features (M, D) the bank of normal patches."""
         self.bank = features.detach().to(self.bank.device, torch.float32).contiguous()
 
-    def forward(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) in [0, 1] -> (B, 1, h, w) distance of every patch to its nearest normal patches."""
-        features = self.embed(images)
+    def score(self, features: Tensor) -> Tensor:
+        """(B, D, h, w) patch features (`embed`) -> (B, 1, h, w) distance of every patch to its nearest normal
+        patches."""
         b, d, h, w = features.shape
         distances = nearest_distances(features.permute(0, 2, 3, 1).reshape(-1, d), self.bank, self.k)
         return distances.reshape(b, 1, h, w)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, 1, h, w) distance of every patch to its nearest normal patches."""
+        return self.score(self.embed(images))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         take_stored_shapes(self, state_dict, prefix, ["bank"])

@@ -42,6 +42,11 @@ class FeatureSegmenter(nn.Module):
         layers.append(nn.Conv2d(widths[-1], 1, 1))
         self.head = nn.Sequential(*layers)
 
+    def embed(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, D, h, w) patch features, the same as a feature memory's on this backbone
+        and aggregation (so an ensemble computes them once for both)."""
+        return embed_patches(self.backbone, images, self.aggregation)
+
     def forward(self, images: Tensor) -> Tensor:
         """(B, C, H, W) in [0, 1] -> (B, 1, h, w) logits at the backbone's finest requested stride."""
-        return self.head(embed_patches(self.backbone, images, self.aggregation))
+        return self.head(self.embed(images))

@@ -68,10 +68,9 @@ class RetrievalFeatureMemory(nn.Module):
         similarity = similarity.masked_fill(similarity >= SELF_SIMILARITY, -2.0)
         return similarity.topk(min(self.neighbours, similarity.shape[1]), dim=1).indices
 
-    def forward(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) in [0, 1] -> (B, 1, h, w) distance of every patch to its nearest patches among the
-        retrieved training images."""
-        features = self.embed(images)
+    def score(self, features: Tensor) -> Tensor:
+        """(B, D, h, w) patch features (`embed`) -> (B, 1, h, w) distance of every patch to its nearest patches
+        among the retrieved training images."""
         b, d, h, w = features.shape
         chosen = self.retrieve(self.describe(features))
         queries = features.reshape(b, d, -1).transpose(1, 2).float()  # (B, h*w, D)
@@ -82,6 +81,11 @@ class RetrievalFeatureMemory(nn.Module):
             nearest = distances.topk(min(self.k, reference.shape[0]), dim=1, largest=False).values.mean(1)
             maps.append(nearest.reshape(1, h, w))
         return torch.stack(maps)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, 1, h, w) distance of every patch to its nearest patches among the
+        retrieved training images."""
+        return self.score(self.embed(images))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         take_stored_shapes(self, state_dict, prefix, ["patches", "descriptors"])

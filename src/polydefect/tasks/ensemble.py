@@ -3,7 +3,7 @@ validation images."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from polydefect.tasks.base import DetectorTask
 from polydefect.tasks.memory_bank import MemoryBankTask
 from polydefect.tasks.pasted_anomalies import PastedAnomalyTask
+from polydefect.tasks.patch_maps import PatchMapTask
 
 
 class EnsembleTask(DetectorTask):
@@ -25,12 +26,23 @@ class EnsembleTask(DetectorTask):
     of the last epoch's training images; detectors trained on pasted anomalies (`PastedAnomalyTask`) take a
     step of their own optimizer on every training batch.
 
+    Members on frozen backbone features (`PatchMapTask`: the feature memory, the feature segmenter) share them when
+    scoring: each backbone, aggregation and input shape runs once per batch for all members that use it, and the
+    standardised patch maps of members that upsample alike are averaged before one upsampling and smoothing (both
+    linear, so the map is the same as upsampling each).
+
     Args:
         members: name -> detector task, e.g. two backbones' `MemoryBankTask` and a `FeatureSegmentationTask`.
         max_epochs: this stage's epoch budget: one pass for banks alone, the trained members' epochs otherwise.
+        share_features: false scores every member on its own (the same map, slower; for comparison).
     """
 
-    def __init__(self, members: Mapping[str, MemoryBankTask | PastedAnomalyTask], max_epochs: int = 1) -> None:
+    def __init__(
+        self,
+        members: Mapping[str, MemoryBankTask | PastedAnomalyTask],
+        max_epochs: int = 1,
+        share_features: bool = True,
+    ) -> None:
         super().__init__()
         if not members:
             raise ValueError("model.members must name at least one detector")
@@ -105,17 +117,50 @@ class EnsembleTask(DetectorTask):
             )
         for member in self.members.values():
             member.fit()
-        for index, member in enumerate(self.members.values()):
-            scores = torch.cat([member.anomaly_map(images).flatten(1).amax(1) for images in self.validation_images])
+        maxima = [[m.flatten(1).amax(1) for m in self._member_maps(images)] for images in self.validation_images]
+        for index, scores in enumerate(torch.cat(list(per_member)) for per_member in zip(*maxima, strict=True)):
             self.score_mean[index] = scores.mean()
             self.score_std[index] = scores.std().clamp_min(1e-6) if len(scores) > 1 else 1.0
+
+    def _embedding(self, member: PatchMapTask, images: Tensor, embeddings: dict[Hashable, Tensor]) -> Tensor:
+        """The member's features of `images`, computed once per `embedding_key` (when `share_features`)."""
+        if not self.hparams.share_features:
+            return member.embed_input(images)
+        key = member.embedding_key(images.shape[-2:])
+        if key not in embeddings:
+            embeddings[key] = member.embed_input(images)
+        return embeddings[key]
+
+    @torch.inference_mode()
+    def _member_maps(self, images: Tensor) -> list[Tensor]:
+        """Each member's raw (B, 1, H, W) map of `images`, in member order, sharing their embeddings."""
+        embeddings: dict[Hashable, Tensor] = {}
+        size = images.shape[-2:]
+        return [
+            member.image_map(member.patch_map(self._embedding(member, images, embeddings)), size)
+            if isinstance(member, PatchMapTask)
+            else member.anomaly_map(images)
+            for member in self.members.values()
+        ]
 
     @torch.inference_mode()
     def anomaly_map(self, images: Tensor, views: Sequence[str] | None = None) -> Tensor:
         """(B, C, H, W) in [0, 1] -> (B, 1, H, W) float32 mean of the members' standardised maps (views unused:
         no member needs them)."""
-        maps = [
-            (member.anomaly_map(images) - self.score_mean[i]) / self.score_std[i]
-            for i, member in enumerate(self.members.values())
-        ]
-        return torch.stack(maps).mean(0)
+        size = images.shape[-2:]
+        embeddings: dict[Hashable, Tensor] = {}
+        pending: dict[Hashable, tuple[PatchMapTask, Tensor]] = {}  # image_map_key -> (a member, summed patch maps)
+        maps = []
+        for index, member in enumerate(self.members.values()):
+            mean, std = self.score_mean[index], self.score_std[index]
+            if not isinstance(member, PatchMapTask):
+                maps.append((member.anomaly_map(images) - mean) / std)
+                continue
+            patches = (member.patch_map(self._embedding(member, images, embeddings)) - mean) / std
+            key = member.image_map_key(size) if self.hparams.share_features else index
+            if key in pending:
+                pending[key] = (pending[key][0], pending[key][1] + patches)
+            else:
+                pending[key] = (member, patches)
+        maps += [member.image_map(summed, size) for member, summed in pending.values()]
+        return torch.stack(maps).sum(0) / len(self.members)

@@ -10,12 +10,12 @@ from torch import Tensor, nn
 
 from polydefect.data.synthetic_anomalies import paste_anomalies
 from polydefect.models.feature_segmenter import FeatureSegmenter
-from polydefect.scoring.maps import patch_map_to_image
 from polydefect.tasks.inputs import resize_input
 from polydefect.tasks.pasted_anomalies import PastedAnomalyTask
+from polydefect.tasks.patch_maps import PatchMapTask
 
 
-class FeatureSegmentationTask(PastedAnomalyTask):
+class FeatureSegmentationTask(PatchMapTask, PastedAnomalyTask):
     """Pasted Perlin-noise anomalies (the data layer's, as DRAEM's) and binary cross-entropy against each
     patch's share of anomalous pixels; only the head learns, the pretrained backbone stays frozen.
 
@@ -73,17 +73,13 @@ class FeatureSegmentationTask(PastedAnomalyTask):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.net.head.parameters())
 
-    @torch.inference_mode()
-    def anomaly_map(self, images: Tensor, views: Sequence[str] | None = None) -> Tensor:
-        """(B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 anomaly probability (or log-odds), smoothed
-        (views unused)."""
+    def patch_map(self, features: Tensor) -> Tensor:
+        """(B, D, h, w) features -> (B, 1, h, w) anomaly probability (or log-odds) per patch, the head in eval
+        mode."""
         was_training = self.training
         self.eval()
         try:
-            images = images.to(self.device, torch.float32)
-            resized = resize_input(images, self.hparams.input_size, self.hparams.keep_aspect)
-            logits = self.net(resized).float()
+            logits = self.net.head(features).float()
         finally:
             self.train(was_training)
-        patches = logits if self.hparams.logits else torch.sigmoid(logits)
-        return patch_map_to_image(patches, resized.shape[-2:], self.hparams.sigma, images.shape[-2:])
+        return logits if self.hparams.logits else torch.sigmoid(logits)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
 from polydefect.models.coreset import greedy_coreset
 from polydefect.models.feature_memory import PatchFeatureMemory
-from polydefect.scoring.maps import patch_map_to_image
 from polydefect.tasks.base import DetectorTask
-from polydefect.tasks.inputs import resize_input
+from polydefect.tasks.patch_maps import PatchMapTask
 
 
 class OnePassTask(DetectorTask):
@@ -26,7 +23,7 @@ class OnePassTask(DetectorTask):
         return None
 
 
-class MemoryBankTask(OnePassTask):
+class MemoryBankTask(PatchMapTask, OnePassTask):
     """PatchCore-style detector: no optimizer, one epoch of feature collection, then an explicit `fit()`.
 
     Images of any size are resized to a square `input_size` inside the task, or with `keep_aspect` to a short
@@ -79,12 +76,6 @@ class MemoryBankTask(OnePassTask):
         self.collected.append(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float().cpu())
         return sum(len(f) for f in self.collected)
 
-    def embed_input(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) images -> (B, D, h, w) patch features at the memory's input size (`input_size`,
-        `keep_aspect`)."""
-        images = resize_input(images.to(self.device, torch.float32), self.hparams.input_size, self.hparams.keep_aspect)
-        return self.net.embed(images)
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.log("train/features", float(self.collect(batch["image"])), on_step=True, batch_size=1)
 
@@ -99,11 +90,6 @@ class MemoryBankTask(OnePassTask):
         self.net.remember(features[chosen])
         self.collected = []
 
-    @torch.inference_mode()
-    def anomaly_map(self, images: Tensor, views: Sequence[str] | None = None) -> Tensor:
-        """(B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 patch distance: higher = more anomalous
-        (views unused: one bank serves every view)."""
-        images = images.to(self.device, torch.float32)
-        resized = resize_input(images, self.hparams.input_size, self.hparams.keep_aspect)
-        distances = self.net(resized)  # (B, 1, h, w)
-        return patch_map_to_image(distances, resized.shape[-2:], self.hparams.sigma, images.shape[-2:])
+    def patch_map(self, features: Tensor) -> Tensor:
+        """(B, D, h, w) features -> (B, 1, h, w) distance of each patch to the bank: higher = more anomalous."""
+        return self.net.score(features)
