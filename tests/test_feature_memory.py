@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,24 @@ def test_nearest_distances_match_a_brute_force_reference() -> None:
     queries, bank = torch.randn(50, 8, generator=generator), torch.randn(30, 8, generator=generator)
     reference = torch.cdist(queries, bank).topk(3, largest=False).values.mean(1)
     assert torch.allclose(nearest_distances(queries, bank, k=3), reference, atol=1e-4)
+
+
+def test_approximate_search_finds_near_exact_distances_detects_and_survives_a_deep_copy(
+    fitted: MemoryBankTask,
+) -> None:
+    net = PatchFeatureMemory(fitted.net.backbone, aggregation=3, search="hnsw", hnsw_links=16, hnsw_ef=32)
+    approximate = _task()
+    approximate.net = net
+    net.remember(fitted.net.bank)
+    images = torch.cat([_tiles(2, seed=3), _tiles(2, seed=4, defect=True)])
+    exact, found = fitted.anomaly_map(images), approximate.anomaly_map(images)
+    assert (found >= exact - 1e-4).all()  # an approximate neighbour is never nearer than the nearest
+    assert torch.allclose(found, exact, rtol=0.02, atol=1e-3)  # a small bank: HNSW finds (nearly) every neighbour
+    scores = found.flatten(1).amax(1)
+    assert scores[2:].min() > scores[:2].max()
+    assert torch.equal(copy.deepcopy(approximate).anomaly_map(images), found)  # the index is rebuilt, not copied
+    with pytest.raises(ValueError, match="model.net.search"):
+        PatchFeatureMemory(fitted.net.backbone, search="ivf")
 
 
 def test_ensemble_standardises_members_on_validation_images_and_ranks_defects_higher() -> None:

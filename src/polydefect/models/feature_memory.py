@@ -18,18 +18,38 @@ def _float32_array(rows: Tensor) -> np.ndarray:
     return np.ascontiguousarray(rows.detach().float().cpu().numpy())
 
 
+SEARCHES = ("exact", "hnsw")
+
+
+def bank_index(bank: Tensor, search: str = "exact", hnsw_links: int = 32, hnsw_ef: int = 64) -> faiss.Index:
+    """A faiss index over the rows of bank (M, D): exact (IndexFlatL2) or approximate (IndexHNSWFlat, a graph of
+    `hnsw_links` links per row searched with `hnsw_ef` candidates; benchmarks/README.md has its recall and speed)."""
+    if bank.shape[0] == 0:
+        raise RuntimeError("the memory bank is empty: call the task's fit() after training")
+    if search not in SEARCHES:
+        raise ValueError(f"model.net.search must be one of {list(SEARCHES)}, got {search!r}")
+    if search == "exact":
+        index = faiss.IndexFlatL2(bank.shape[1])
+    else:
+        index = faiss.IndexHNSWFlat(bank.shape[1], hnsw_links)
+        index.hnsw.efSearch = hnsw_ef
+    index.add(_float32_array(bank))
+    return index
+
+
+def search_distances(index: faiss.Index, queries: Tensor, k: int = 1) -> Tensor:
+    """Mean Euclidean distance of each query row (N, D) to its k nearest rows in the index -> (N,)."""
+    squared, _ = index.search(_float32_array(queries), min(k, index.ntotal))
+    return torch.from_numpy(squared).clamp_min(0).sqrt().mean(1).to(queries.device)
+
+
 def nearest_distances(queries: Tensor, bank: Tensor, k: int = 1) -> Tensor:
     """Mean Euclidean distance of each query row (N, D) to its k nearest rows of bank (M, D) -> (N,).
 
     Exact search with faiss (IndexFlatL2). Measured on 2 busy CPU cores, 20k queries against a 28k x 152
     bank: faiss 19-23 s, torch.cdist in 4096-row chunks 20-21 s; faiss bounds memory without chunking.
     """
-    if bank.shape[0] == 0:
-        raise RuntimeError("the memory bank is empty: call the task's fit() after training")
-    index = faiss.IndexFlatL2(bank.shape[1])
-    index.add(_float32_array(bank))
-    squared, _ = index.search(_float32_array(queries), min(k, len(bank)))
-    return torch.from_numpy(squared).clamp_min(0).sqrt().mean(1).to(queries.device)
+    return search_distances(bank_index(bank), queries, k)
 
 
 def check_aggregation(aggregation: int) -> None:
@@ -68,15 +88,29 @@ class PatchFeatureMemory(nn.Module):
             or not: all are resized to the largest one).
         aggregation: side of the averaging neighbourhood in feature-map cells; 1 turns it off.
         k: neighbours averaged for a patch's distance.
+        search: "exact" nearest neighbours, or "hnsw": approximate, faster on large banks (`bank_index`).
+        hnsw_links, hnsw_ef: the HNSW graph's links per row and its search breadth (more: closer to exact).
     """
 
-    def __init__(self, backbone: nn.Module, aggregation: int = 3, k: int = 1) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        aggregation: int = 3,
+        k: int = 1,
+        search: str = "exact",
+        hnsw_links: int = 32,
+        hnsw_ef: int = 64,
+    ) -> None:
         super().__init__()
         check_aggregation(aggregation)
         if k < 1:
             raise ValueError(f"model.net.k must be >= 1, got {k}")
+        if search not in SEARCHES:
+            raise ValueError(f"model.net.search must be one of {list(SEARCHES)}, got {search!r}")
         self.backbone, self.aggregation, self.k = backbone, aggregation, k
+        self.search, self.hnsw_links, self.hnsw_ef = search, hnsw_links, hnsw_ef
         self.register_buffer("bank", torch.empty(0, sum(backbone.channels)))
+        self._index: faiss.Index | None = None  # built from the bank on the first search, dropped when it changes
 
     def embed(self, images: Tensor) -> Tensor:
         """(B, C, H, W) in [0, 1] -> (B, D, h, w) patch features at the finest requested stride."""
@@ -85,18 +119,26 @@ class PatchFeatureMemory(nn.Module):
     def remember(self, features: Tensor) -> None:
         """Make features (M, D) the bank of normal patches."""
         self.bank = features.detach().to(self.bank.device, torch.float32).contiguous()
+        self._index = None
 
     def score(self, features: Tensor) -> Tensor:
         """(B, D, h, w) patch features (`embed`) -> (B, 1, h, w) distance of every patch to its nearest normal
         patches."""
         b, d, h, w = features.shape
-        distances = nearest_distances(features.permute(0, 2, 3, 1).reshape(-1, d), self.bank, self.k)
+        if self._index is None:
+            self._index = bank_index(self.bank, self.search, self.hnsw_links, self.hnsw_ef)
+        distances = search_distances(self._index, features.permute(0, 2, 3, 1).reshape(-1, d), self.k)
         return distances.reshape(b, 1, h, w)
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, C, H, W) in [0, 1] -> (B, 1, h, w) distance of every patch to its nearest normal patches."""
         return self.score(self.embed(images))
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (DDP's spawn, deep copies) without the faiss index, which does not pickle; it is rebuilt."""
+        return {**super().__getstate__(), "_index": None}
+
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         take_stored_shapes(self, state_dict, prefix, ["bank"])
+        self._index = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
