@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from app_config import compose_config
+from feature_detectors import coreset_figures, ensemble_figures, search_figures
 from gemm import gemm_gflops
 from inference import cae_figures, feature_memory_figures
 from machine import describe
@@ -37,14 +38,20 @@ class Profile:
     train_steps: int
     memory_counts: tuple[int, int]  # images in the two scoring / mean-mask runs (peak_rss_mb_60 and _240)
     memory_model: str  # detector scored in the memory runs (see README: the figure is about the data held)
+    ensemble: tuple[int, int]  # (training images, px) of the default ensemble's banks and inputs
+    coreset_patches: int  # rows of the smaller coreset run (the larger has 4x)
+    search: tuple[int, int]  # (bank rows, queries) of the exact-against-HNSW search
     model: tuple[str, ...] = ()  # overrides of the CAE (toy: a narrow one)
 
 
 PROFILES = {
-    "full": Profile(THESIS_SIZE, None, 4096, 3, 6, 12, (60, 240), "dae"),
-    "quick": Profile(THESIS_SIZE, None, 2048, 1, 1, 2, (12, 48), "dae"),
-    "toy": Profile((192, 128), (64, 96), 256, 1, 2, 2, (2, 4), "dae", ("model.net.widths=[4,8]",)),
+    "full": Profile(THESIS_SIZE, None, 4096, 3, 6, 12, (60, 240), "dae", (640, 256), 70_000, (25_000, 6_400)),
+    "quick": Profile(THESIS_SIZE, None, 2048, 1, 1, 2, (12, 48), "dae", (160, 256), 20_000, (10_000, 3_200)),
+    "toy": Profile(
+        (192, 128), (64, 96), 256, 1, 2, 2, (2, 4), "dae", (8, 64), 2_000, (2_000, 200), ("model.net.widths=[4,8]",)
+    ),
 }
+FEATURE_DIMS = 344  # EfficientNet-Lite0 stages 2, 4, 5 concatenated: the default feature memory's patch features
 
 
 def _overrides(profile: Profile) -> list[str]:
@@ -80,12 +87,16 @@ def run(profile: Profile, data_root: Path, device: torch.device, reuse_freed: bo
     cae = compose_config(*overrides, *profile.model, trainer)
     reuse_freed_memory(cae.reuse_freed_memory)  # as `polydefect.pipeline.run` does
     memory_bank = compose_config(*overrides, trainer, "model=patchcore")
+    ensemble = compose_config(trainer, "model=ensemble")
     table = write_thesis_images(data_root, max(profile.memory_counts), profile.size)
     images = table.iloc[: profile.inference_images]
     sections = {
         "gemm": lambda: {"gemm_gflops": gemm_gflops(device, profile.gemm_size, profile.rounds)},
         "cae_inference": lambda: cae_figures(cae, images, profile.rounds, device),
         "feature_memory_inference": lambda: feature_memory_figures(memory_bank, images, profile.rounds, device),
+        "ensemble": lambda: ensemble_figures(ensemble, *profile.ensemble, profile.rounds),
+        "coreset": lambda: coreset_figures(profile.coreset_patches, FEATURE_DIMS),
+        "search": lambda: search_figures(*profile.search, FEATURE_DIMS),
         "training": lambda: training_figures(cae, images, profile.train_steps),
         "memory": lambda: memory_figures(profile, data_root, overrides),
     }

@@ -23,6 +23,14 @@ REQUIRED = (
     "feature_memory_model_images_per_s",
     "feature_memory_pipeline_images_per_s",
     "mean_mask_peak_rss_mb_4",
+    "ensemble_images_per_s",
+    "ensemble_shared_speedup",
+    "coreset_seconds_1",
+    "coreset_seconds_10",
+    "coreset_seconds_25",
+    "coreset_growth_4x_10",
+    "hnsw_recall_at_1",
+    "hnsw_speedup",
 )
 
 

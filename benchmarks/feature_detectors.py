@@ -1,0 +1,109 @@
+"""The feature detectors' own costs: the ensemble with its members sharing a backbone's features against the same
+members scored one by one, the coreset selection as the patch count grows, and approximate nearest-neighbour search
+(HNSW) against exact search."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from timing import best_rate
+
+from polydefect.models.coreset import greedy_coreset
+from polydefect.models.feature_memory import bank_index, search_distances
+from polydefect.tasks.base import build_detector
+from polydefect.tasks.ensemble import EnsembleTask
+from polydefect.tasks.memory_bank import MemoryBankTask
+
+CORESET_RATIOS = (0.01, 0.10, 0.25)
+
+
+def _fitted_ensemble(cfg: DictConfig, train_images: int, size: int, seed: int = 0) -> EnsembleTask:
+    """`model=ensemble` with banks of `train_images` random images of `size` px (its segmenters untrained: their
+    cost is the same trained or not)."""
+    generator = torch.Generator().manual_seed(seed)
+    task = build_detector(cfg.model)
+    for batch in torch.rand(train_images, 1, size, size, generator=generator).split(cfg.data.batch_size):
+        for bank in _banks(task):
+            bank.collect(batch)
+    task.validation_images = [torch.rand(cfg.data.batch_size, 1, size, size, generator=generator)]
+    task.fit()
+    return task.eval()
+
+
+def _banks(task: EnsembleTask) -> list[MemoryBankTask]:
+    return [member for member in task.members.values() if isinstance(member, MemoryBankTask)]
+
+
+def _shared_speedup(task: EnsembleTask, batch: torch.Tensor, rounds: int) -> tuple[float, float]:
+    """Images/s of the ensemble with shared features, and its speedup over its members scored one by one."""
+    task.hparams.share_features = True
+    task.anomaly_map(batch)  # warm-up, and the faiss indexes built
+    shared = best_rate(lambda: len(task.anomaly_map(batch)), rounds, batch.device)
+    task.hparams.share_features = False
+    alone = best_rate(lambda: len(task.anomaly_map(batch)), rounds, batch.device)
+    task.hparams.share_features = True
+    return shared, shared / alone
+
+
+def ensemble_figures(cfg: DictConfig, train_images: int, size: int, rounds: int) -> dict[str, Any]:
+    """The default ensemble on `size` px images, exact search and HNSW, banks from `train_images` images."""
+    task = _fitted_ensemble(cfg, train_images, size)
+    batch = torch.rand(cfg.data.batch_size, 1, size, size, generator=torch.Generator().manual_seed(1))
+    figures: dict[str, Any] = {"ensemble_bank_rows": int(task.members["lite0"].net.bank.shape[0])}
+    figures["ensemble_images_per_s"], figures["ensemble_shared_speedup"] = _shared_speedup(task, batch, rounds)
+    for bank in _banks(task):
+        bank.net.search = "hnsw"
+        bank.net.remember(bank.net.bank)  # the index is rebuilt for the new search
+    figures["ensemble_hnsw_images_per_s"], figures["ensemble_hnsw_shared_speedup"] = _shared_speedup(
+        task, batch, rounds
+    )
+    return figures
+
+
+def _seconds(work: Any, *args: Any) -> float:
+    started = time.perf_counter()
+    work(*args)
+    return time.perf_counter() - started
+
+
+def coreset_figures(patches: int, dims: int) -> dict[str, Any]:
+    """Seconds of the greedy coreset at 1, 10 and 25% banks of `patches` random rows, and at 4x as many rows."""
+    generator = torch.Generator().manual_seed(0)
+    figures: dict[str, Any] = {"coreset_patches": patches}
+    for count, suffix in ((patches, ""), (4 * patches, "_4x")):
+        features = torch.randn(count, dims, generator=generator)
+        for ratio in CORESET_RATIOS:
+            figures[f"coreset_seconds_{round(ratio * 100)}{suffix}"] = _seconds(greedy_coreset, features, ratio)
+    for ratio in CORESET_RATIOS:
+        percent = round(ratio * 100)
+        figures[f"coreset_growth_4x_{percent}"] = (
+            figures[f"coreset_seconds_{percent}_4x"] / figures[f"coreset_seconds_{percent}"]
+        )
+    return figures
+
+
+def search_figures(bank_rows: int, queries: int, dims: int) -> dict[str, Any]:
+    """HNSW (the default links and breadth) against exact search: recall of the nearest row, speedup, and the mean
+    relative excess of its distances."""
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(64, dims, generator=generator)  # clustered, as patch features are
+    bank = centres[torch.randint(64, (bank_rows,), generator=generator)] + 0.5 * torch.randn(
+        bank_rows, dims, generator=generator
+    )
+    query = centres[torch.randint(64, (queries,), generator=generator)] + 0.5 * torch.randn(
+        queries, dims, generator=generator
+    )
+    exact_index, hnsw_index = bank_index(bank), bank_index(bank, "hnsw")
+    exact_s = _seconds(search_distances, exact_index, query)
+    hnsw_s = _seconds(search_distances, hnsw_index, query)
+    _, exact_rows = exact_index.search(query.numpy(), 1)
+    _, hnsw_rows = hnsw_index.search(query.numpy(), 1)
+    exact, found = search_distances(exact_index, query), search_distances(hnsw_index, query)
+    return {
+        "hnsw_recall_at_1": float((exact_rows == hnsw_rows).mean()),
+        "hnsw_speedup": exact_s / hnsw_s,
+        "hnsw_distance_excess": float(((found - exact) / exact.clamp_min(1e-6)).mean()),
+    }
