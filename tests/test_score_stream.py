@@ -12,6 +12,7 @@ from helpers.tiny import untrained_tiny_cae
 from omegaconf import open_dict
 
 from polydefect.pipeline.artifacts import PANEL_SIDE, NpzWriter, at_figure_size, load_arrays, panel_rows, score_test
+from polydefect.scoring.stream import iter_scores
 
 
 @pytest.fixture()
@@ -79,3 +80,10 @@ def test_panels_are_stored_at_figure_size_and_small_ones_untouched() -> None:
     assert np.allclose(shrunk.mean(axis=(1, 2)), large.mean(axis=(1, 2)), atol=1e-3)  # area averaging
     small = rng.random((1, 96, 128), dtype=np.float32)
     assert at_figure_size(small) is small
+
+
+def test_loader_workers_read_the_images_and_the_scores_stay_the_same(tmp_path: Path) -> None:
+    cfg, task, samples, _ = untrained_tiny_cae(tmp_path)
+    alone = [s.score for s in iter_scores(task, samples, cfg.scoring, cfg.detect.map_sigma, 2)]
+    workers = [s.score for s in iter_scores(task, samples, cfg.scoring, cfg.detect.map_sigma, 2, num_workers=2)]
+    assert workers == alone and len(alone) == len(samples)

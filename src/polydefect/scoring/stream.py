@@ -62,6 +62,7 @@ def iter_scores(
     panels: Container[str] = (),
     precision: str | int = "32-true",
     normaliser: LocationNormaliser | None = None,
+    num_workers: int = 0,
 ) -> Iterator[ScoredImage]:
     """Anomaly maps inside the object mask and image scores, one image at a time, in sample order; the images
     whose row id is in `panels` also keep their input and reconstruction (for figure panels). The detector runs
@@ -72,9 +73,11 @@ def iter_scores(
         sigma: `detect.map_sigma`, Gaussian smoothing of the maps in px.
         normaliser: the run's per-location calibration (`scoring.normalise=location`): the maps kept and scored
             are standard scores against the good validation maps; the map sums (SPC) stay the raw maps'.
+        num_workers: loader processes reading and preprocessing the next images while the detector scores
+            (`data.num_workers`); 0 reads them in this process.
     """
     detector.eval()
-    loader = DataLoader(ImageDataset(samples), batch_size=batch_size, shuffle=False)
+    loader = DataLoader(ImageDataset(samples), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     for batch in loader:
         mask = batch["object_mask"] > 0.5  # (B, 1, H, W)
         with scoring_autocast(precision, detector.device):
@@ -116,6 +119,7 @@ def run_scores(
         panels,
         cfg.trainer.precision,
         normaliser,
+        cfg.data.num_workers,
     )
 
 
