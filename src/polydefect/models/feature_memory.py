@@ -21,13 +21,18 @@ def _float32_array(rows: Tensor) -> np.ndarray:
 SEARCHES = ("exact", "hnsw")
 
 
+def check_search(search: str) -> None:
+    """`model.net.search` names a search `bank_index` builds."""
+    if search not in SEARCHES:
+        raise ValueError(f"model.net.search must be one of {list(SEARCHES)}, got {search!r}")
+
+
 def bank_index(bank: Tensor, search: str = "exact", hnsw_links: int = 32, hnsw_ef: int = 64) -> faiss.Index:
     """A faiss index over the rows of bank (M, D): exact (IndexFlatL2) or approximate (IndexHNSWFlat, a graph of
     `hnsw_links` links per row searched with `hnsw_ef` candidates; benchmarks/README.md has its recall and speed)."""
     if bank.shape[0] == 0:
         raise RuntimeError("the memory bank is empty: call the task's fit() after training")
-    if search not in SEARCHES:
-        raise ValueError(f"model.net.search must be one of {list(SEARCHES)}, got {search!r}")
+    check_search(search)
     if search == "exact":
         index = faiss.IndexFlatL2(bank.shape[1])
     else:
@@ -105,8 +110,7 @@ class PatchFeatureMemory(nn.Module):
         check_aggregation(aggregation)
         if k < 1:
             raise ValueError(f"model.net.k must be >= 1, got {k}")
-        if search not in SEARCHES:
-            raise ValueError(f"model.net.search must be one of {list(SEARCHES)}, got {search!r}")
+        check_search(search)  # at build time, before any training
         self.backbone, self.aggregation, self.k = backbone, aggregation, k
         self.search, self.hnsw_links, self.hnsw_ef = search, hnsw_links, hnsw_ef
         self.register_buffer("bank", torch.empty(0, sum(backbone.channels)))
