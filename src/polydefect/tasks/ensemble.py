@@ -132,15 +132,23 @@ class EnsembleTask(DetectorTask):
         return embeddings[key]
 
     @torch.inference_mode()
-    def _member_maps(self, images: Tensor) -> list[Tensor]:
-        """Each member's raw (B, 1, H, W) map of `images`, in member order, sharing their embeddings."""
+    def _raw_maps(self, images: Tensor) -> list[Tensor]:
+        """Each member's unstandardised map of `images`, in member order: a `PatchMapTask`'s patch map (embeddings
+        shared), any other member's image map."""
         embeddings: dict[Hashable, Tensor] = {}
-        size = images.shape[-2:]
         return [
-            member.image_map(member.patch_map(self._embedding(member, images, embeddings)), size)
+            member.patch_map(self._embedding(member, images, embeddings))
             if isinstance(member, PatchMapTask)
             else member.anomaly_map(images)
             for member in self.members.values()
+        ]
+
+    def _member_maps(self, images: Tensor) -> list[Tensor]:
+        """Each member's raw (B, 1, H, W) map of `images`, in member order, sharing their embeddings."""
+        size = images.shape[-2:]
+        return [
+            member.image_map(raw, size) if isinstance(member, PatchMapTask) else raw
+            for member, raw in zip(self.members.values(), self._raw_maps(images), strict=True)
         ]
 
     @torch.inference_mode()
@@ -148,19 +156,17 @@ class EnsembleTask(DetectorTask):
         """(B, C, H, W) in [0, 1] -> (B, 1, H, W) float32 mean of the members' standardised maps (views unused:
         no member needs them)."""
         size = images.shape[-2:]
-        embeddings: dict[Hashable, Tensor] = {}
         pending: dict[Hashable, tuple[PatchMapTask, Tensor]] = {}  # image_map_key -> (a member, summed patch maps)
         maps = []
-        for index, member in enumerate(self.members.values()):
-            mean, std = self.score_mean[index], self.score_std[index]
+        for index, (member, raw) in enumerate(zip(self.members.values(), self._raw_maps(images), strict=True)):
+            standardised = (raw - self.score_mean[index]) / self.score_std[index]
             if not isinstance(member, PatchMapTask):
-                maps.append((member.anomaly_map(images) - mean) / std)
+                maps.append(standardised)
                 continue
-            patches = (member.patch_map(self._embedding(member, images, embeddings)) - mean) / std
             key = member.image_map_key(size) if self.hparams.share_features else index
             if key in pending:
-                pending[key] = (pending[key][0], pending[key][1] + patches)
+                pending[key] = (pending[key][0], pending[key][1] + standardised)
             else:
-                pending[key] = (member, patches)
+                pending[key] = (member, standardised)
         maps += [member.image_map(summed, size) for member, summed in pending.values()]
         return torch.stack(maps).sum(0) / len(self.members)
