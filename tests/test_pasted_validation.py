@@ -25,7 +25,7 @@ CFG = OmegaConf.create(
     {
         "detect": {"validation": SETTINGS, "map_sigma": 0.0},
         "scoring": {"error": "squared", "reduction": "max", "k": 0.01},
-        "data": {"batch_size": 4},
+        "data": {"batch_size": 4, "num_workers": 0},
         "trainer": {"precision": "32-true"},
     }
 )

@@ -119,7 +119,7 @@ def run_scores(
         panels,
         cfg.trainer.precision,
         normaliser,
-        cfg.data.get("num_workers", 0),  # a hand-built config without it reads in this process
+        cfg.data.num_workers,
     )
 
 
