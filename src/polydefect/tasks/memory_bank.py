@@ -10,6 +10,23 @@ from polydefect.models.feature_memory import PatchFeatureMemory
 from polydefect.tasks.base import DetectorTask
 from polydefect.tasks.patch_maps import PatchMapTask
 
+QUARTER_TURNS = (0, 90, 180, 270)  # the turns `model.rotations` may list: exact on the pixel grid (no resampling)
+
+
+def check_rotations(rotations: list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """`model.rotations` lists distinct quarter turns in degrees, 0 (the image as it is) among them."""
+    turns = tuple(int(angle) for angle in rotations)
+    if 0 not in turns or len(set(turns)) != len(turns) or not set(turns) <= set(QUARTER_TURNS):
+        raise ValueError(
+            f"model.rotations must list distinct angles of {list(QUARTER_TURNS)}, 0 among them; got {list(rotations)}"
+        )
+    return turns
+
+
+def turned_copies(images: Tensor, rotations: tuple[int, ...]) -> list[Tensor]:
+    """(B, C, H, W) -> one copy of the batch per angle (degrees, counter-clockwise), the batch itself for 0."""
+    return [torch.rot90(images, angle // 90, dims=(-2, -1)) if angle else images for angle in rotations]
+
 
 class OnePassTask(DetectorTask):
     """A detector on a frozen backbone: no optimizer, one epoch whose training steps collect the good images'
@@ -36,6 +53,8 @@ class MemoryBankTask(PatchMapTask, OnePassTask):
             each batch's size.
         keep_aspect: keep the image's aspect ratio instead of squashing it to a square.
         bank_ratio: fraction of the collected patch features kept by the greedy coreset, in (0, 1].
+        rotations: quarter turns (degrees) of every good image whose features join the memory: a part that can lie
+            at any angle is then known at angles the training images did not show; [0] keeps the images as they are.
         sigma: Gaussian smoothing std of the map at `input_size` resolution, px; 0 turns it off.
         projection_dim: random-projection dimensions used by the coreset selection.
         chunk_size: most features reduced together by the coreset selection (cost grows with it).
@@ -49,6 +68,7 @@ class MemoryBankTask(PatchMapTask, OnePassTask):
         input_size: int | None = 160,
         keep_aspect: bool = False,
         bank_ratio: float = 0.1,
+        rotations: list[int] | tuple[int, ...] = (0,),
         sigma: float = 4.0,
         projection_dim: int = 128,
         chunk_size: int = 10_000,
@@ -60,6 +80,7 @@ class MemoryBankTask(PatchMapTask, OnePassTask):
             raise ValueError(f"model.bank_ratio must be in (0, 1], got {bank_ratio}")
         if input_size is not None and input_size < 32:
             raise ValueError(f"model.input_size must be >= 32 px or null, got {input_size}")
+        self.rotations = check_rotations(rotations)
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
         self.collected: list[Tensor] = []  # (N_i, D) patch features per training batch, on the CPU
@@ -70,10 +91,12 @@ class MemoryBankTask(PatchMapTask, OnePassTask):
 
     @torch.no_grad()
     def collect(self, images: Tensor) -> int:
-        """Store the patch features of good images (B, C, H, W) for `fit()`; returns how many are stored.
-        They are kept in float32 whatever the training precision: the coreset runs on the CPU."""
-        features = self.embed_input(images)
-        self.collected.append(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float().cpu())
+        """Store the patch features of good images (B, C, H, W), and of their turned copies (`rotations`), for
+        `fit()`; returns how many are stored. They are kept in float32 whatever the training precision: the
+        coreset runs on the CPU."""
+        for copy in turned_copies(images, self.rotations):
+            features = self.embed_input(copy)
+            self.collected.append(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float().cpu())
         return sum(len(f) for f in self.collected)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

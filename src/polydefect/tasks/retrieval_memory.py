@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from polydefect.models.retrieval_memory import RetrievalFeatureMemory
-from polydefect.tasks.memory_bank import MemoryBankTask
+from polydefect.tasks.memory_bank import MemoryBankTask, turned_copies
 
 
 class RetrievalMemoryTask(MemoryBankTask):
@@ -16,10 +18,20 @@ class RetrievalMemoryTask(MemoryBankTask):
 
     net: RetrievalFeatureMemory
 
+    def __init__(self, net: RetrievalFeatureMemory, **settings: Any) -> None:
+        super().__init__(net, **settings)
+        if self.hparams.keep_aspect and {90, 270} & set(self.rotations):
+            raise ValueError(
+                "model.rotations: with model.keep_aspect=true a retrieval memory keeps each image's shape, which a "
+                "turn of 90 or 270 degrees changes: list [0, 180], or set model.keep_aspect=false"
+            )
+
     @torch.no_grad()
     def collect(self, images: Tensor) -> int:
-        """Store the patch features (B, D, h, w) of good images for `fit()`; returns how many images are stored."""
-        self.collected.append(self.embed_input(images).to("cpu", torch.float16))
+        """Store the patch features (B, D, h, w) of good images, each turned copy (`rotations`) as an image of its
+        own, for `fit()`; returns how many images are stored."""
+        for copy in turned_copies(images, self.rotations):
+            self.collected.append(self.embed_input(copy).to("cpu", torch.float16))
         return sum(len(f) for f in self.collected)
 
     def fit(self) -> None:
