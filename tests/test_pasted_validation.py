@@ -111,12 +111,13 @@ def test_the_pasted_set_is_the_same_draw_every_time(samples) -> None:
 
 
 def test_the_signal_ranks_a_detector_that_sees_the_surface_above_one_that_does_not(samples) -> None:
-    seeing = synthetic_validation(StandIn(sees=True), samples, CFG)
-    blind = synthetic_validation(StandIn(sees=False), samples, CFG)
+    seeing = synthetic_validation(StandIn(sees=True), samples, CFG, calibrate=False).figures["none"]
+    blind = synthetic_validation(StandIn(sees=False), samples, CFG, calibrate=False).figures["none"]
     # pasted blobs of the part's own texture on a flat part are invisible to anyone: neither figure reaches 1
     assert seeing["synthetic_image_auroc"] >= 0.85 and seeing["synthetic_pixel_auroc"] >= 0.75
     assert 0.25 < blind["synthetic_image_auroc"] < 0.75 and 0.4 < blind["synthetic_pixel_auroc"] < 0.6
 
 
 def test_without_validation_images_there_is_no_signal() -> None:
-    assert synthetic_validation(StandIn(sees=True), [], CFG) == {}
+    signal = synthetic_validation(StandIn(sees=True), [], CFG, calibrate=True)
+    assert signal.figures == {} and signal.normaliser is None

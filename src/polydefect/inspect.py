@@ -139,11 +139,15 @@ def batch_nqi(pipeline: TrainedPipeline, scored: pd.DataFrame) -> tuple[pd.DataF
 
 
 def run_normaliser(pipeline: TrainedPipeline) -> LocationNormaliser | None:
-    """The run's per-location calibration where it scored with one (`scoring.normalise=location`)."""
-    if pipeline.cfg.scoring.get("normalise", "none") != "location":
+    """The run's per-location calibration where it scored with one (`scoring.normalise=location`, or `auto` where
+    the validation signal chose it: then the run logged it)."""
+    mode = pipeline.cfg.scoring.get("normalise", "none")
+    if mode == "none":
         return None
     path = pipeline.folder / LOCATION_FILE
     if not path.is_file():
+        if mode == "auto":
+            return None
         raise FileNotFoundError(
             f"run={pipeline.run_id}: scored with scoring.normalise=location, but has no model/{LOCATION_FILE}"
         )

@@ -13,7 +13,7 @@ their blob figure is an optimistic one (a different seed, never their training d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,8 +23,8 @@ from polydefect.data.sample import Sample
 from polydefect.data.synthetic_anomalies import paste_anomalies
 from polydefect.evaluation.metrics import evaluate
 from polydefect.evaluation.paste_shapes import scratch_mask, shifted, spot_mask
-from polydefect.scoring.location import COPY_MARK, LocationNormaliser
-from polydefect.scoring.stream import run_scores
+from polydefect.scoring.location import COPY_MARK, MIN_IMAGES, LocationNormaliser
+from polydefect.scoring.stream import ScoredImage, calibrated_scores, run_scores
 
 if TYPE_CHECKING:
     from polydefect.tasks.base import Detector
@@ -103,16 +103,42 @@ def pasted_set(samples: Sequence[Sample], settings: Any) -> list[Sample]:
     return [*samples, *(c for c in copies if c is not None)]
 
 
-def synthetic_validation(
-    detector: Detector, samples: Sequence[Sample], cfg: Any, normaliser: LocationNormaliser | None = None
-) -> dict[str, float]:
+@dataclass
+class ValidationSignal:
+    """A fitted detector's validation figures under each calibration (`none`: the maps as they come; `location`:
+    against the good validation maps), and that per-location calibration (None where it was not asked for or
+    there are too few validation images)."""
+
+    figures: dict[str, dict[str, float]] = field(default_factory=dict)
+    normaliser: LocationNormaliser | None = None
+
+
+def synthetic_validation(detector: Detector, samples: Sequence[Sample], cfg: Any, calibrate: bool) -> ValidationSignal:
     """`synthetic_image_auroc` and `synthetic_pixel_auroc` of the detector on the good validation samples and
-    their pasted copies, scored as the test images are (`run_scores`, with the run's per-location calibration
-    where it has one: each image and its copy against the other validation images); empty without validation
-    images."""
+    their pasted copies, scored as the test images are (`run_scores`). With `calibrate`, the per-location
+    calibration is built on the good samples' maps of the same pass and the figures are given with it too (each
+    image and its copy against the other validation images): one pass of the detector serves both."""
     if not samples:
-        return {}
-    scored = list(run_scores(detector, pasted_set(samples, cfg.detect.validation), cfg, normaliser))
+        return ValidationSignal()
+    scored = list(run_scores(detector, pasted_set(samples, cfg.detect.validation), cfg))
+    signal = ValidationSignal({"none": _figures(scored)})
+    good = [s for s in scored if not s.row_id.endswith(PASTED_SUFFIX)]
+    if calibrate and len(good) >= MIN_IMAGES:
+        signal.normaliser = LocationNormaliser.from_maps([s.anomaly_map for s in good], [s.row_id for s in good])
+        signal.figures["location"] = _figures([_recalibrated(s, signal.normaliser, cfg.scoring) for s in scored])
+    return signal
+
+
+def _recalibrated(image: ScoredImage, normaliser: LocationNormaliser, scoring: Any) -> ScoredImage:
+    """An uncalibrated image's map and score as the calibrated scoring would have given them."""
+    amap, mask = torch.from_numpy(image.anomaly_map)[None, None], torch.from_numpy(image.object_mask)[None, None]
+    calibrated, score = calibrated_scores(amap, mask, [image.row_id], scoring, normaliser)
+    return replace(image, anomaly_map=calibrated[0, 0].numpy(), score=float(score[0]))
+
+
+def _figures(scored: Sequence[ScoredImage]) -> dict[str, float]:
+    """Image AUROC of pasted against clean copies, and pixel AUROC of the maps against the pasted masks (where
+    the maps have one size)."""
     records = {
         "score": torch.tensor([s.score for s in scored]),
         "label": torch.tensor([int(s.row_id.endswith(PASTED_SUFFIX)) for s in scored]),
@@ -120,8 +146,8 @@ def synthetic_validation(
     names = ["image_auroc"]
     if len({s.anomaly_map.shape for s in scored}) == 1:  # pixel AUROC over one stack of maps
         records |= {
-            field: torch.from_numpy(np.stack([getattr(s, field) for s in scored]))[:, None]
-            for field in ("anomaly_map", "defect_mask", "object_mask")
+            key: torch.from_numpy(np.stack([getattr(s, key) for s in scored]))[:, None]
+            for key in ("anomaly_map", "defect_mask", "object_mask")
         }
         names.append("pixel_auroc")
     return {f"synthetic_{name}": value for name, value in evaluate(records, names).items()}

@@ -12,6 +12,7 @@ from polydefect.data.preprocess import aspect_kept_size
 from polydefect.data.splits import DataSplits, make_splits
 from polydefect.data.validate import validate_tables
 from polydefect.pipeline.candidates import CANDIDATES, check_auto, is_auto
+from polydefect.scoring.location import check_normalise
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def prepare_data(cfg: DictConfig) -> tuple[DataSplits, dict[str, Path]]:
     """The run's splits and the folder of each domain, every file checked: bad input stops the run here,
     before its MLflow run, output folder or any stage cache entry exists. A size rule (`preprocess.short_side`)
     becomes the size it gives these images, in `cfg` itself, so the logged config and the cache keys hold it."""
+    check_normalise(cfg.scoring.normalise, cfg.detect.validation.enabled)
     roots = domain_roots(cfg)
     splits = make_splits(cfg.data, roots, cfg.seed)
     shapes = validate_tables((splits.train, splits.val, splits.test))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,11 +24,17 @@ from omegaconf import DictConfig
 from polydefect.data.datamodules import ImageDataModule, ReconstructionDataModule
 from polydefect.data.sample import LazySamples, Sample, load_samples
 from polydefect.data.splits import DataSplits
-from polydefect.evaluation.pasted_validation import synthetic_validation
+from polydefect.evaluation.pasted_validation import ValidationSignal, synthetic_validation
 from polydefect.pipeline.artifacts import score_test
 from polydefect.pipeline.data import data_identity
 from polydefect.pipeline.training import epoch_budget, trainer_kwargs
-from polydefect.scoring.location import LOCATION_FILE, LOCATION_MAPS_FILE, MIN_IMAGES, LocationNormaliser
+from polydefect.scoring.location import (
+    LOCATION_FILE,
+    LOCATION_MAPS_FILE,
+    MIN_IMAGES,
+    LocationNormaliser,
+    check_normalise,
+)
 from polydefect.scoring.stream import check_finite_scores, run_scores, score_only
 from polydefect.stage_cache import StageCache
 from polydefect.stage_keys import StageKey, data_fingerprint, stage_key
@@ -109,27 +116,44 @@ def train_detector(cfg: DictConfig, detector: DetectorTask, data: L.LightningDat
     detector.fit()
 
 
-def location_normaliser(
-    detector: DetectorTask, val: Sequence[Sample], cfg: DictConfig, folder: Path
-) -> LocationNormaliser | None:
-    """With `scoring.normalise=location`: the per-location calibration on the good validation images' raw maps,
-    written to the stage folder (`inspect` scores new images with it); None otherwise, and where there are too few
-    validation images to calibrate on (a warning says so)."""
-    if cfg.scoring.normalise != "location":
-        return None
+def location_normaliser(detector: DetectorTask, val: Sequence[Sample], cfg: DictConfig) -> LocationNormaliser | None:
+    """The per-location calibration on the good validation images' raw maps, where there are enough of them."""
     if len(val) < MIN_IMAGES:
+        return None
+    scored = list(run_scores(detector, val, cfg))
+    return LocationNormaliser.from_maps([s.anomaly_map for s in scored], [s.row_id for s in scored])
+
+
+def calibrate(detector: DetectorTask, val: Sequence[Sample], cfg: DictConfig) -> tuple[LocationNormaliser | None, dict]:
+    """The per-location calibration the detector scores with, and its validation signal (`val/...`).
+
+    `scoring.normalise`: `none` scores the maps as they come, `location` always calibrates, `auto` calibrates only
+    where that raises the validation image AUROC (a place high on every good image, such as a frame's edge, is
+    calibrated away; on a part seen in many poses the good images share no places, and calibrating hurts). The
+    signal is logged under both (`val/none/...`, `val/location/...`) and, unprefixed, under the one chosen."""
+    mode = str(cfg.scoring.normalise)
+    check_normalise(mode, cfg.detect.validation.enabled)
+    if not cfg.detect.validation.enabled:
+        normaliser = location_normaliser(detector, val, cfg) if mode == "location" else None
+        signal = ValidationSignal(normaliser=normaliser)
+    else:
+        signal = synthetic_validation(detector, val, cfg, calibrate=mode != "none")
+    if mode != "none" and signal.normaliser is None:
         log.warning(
-            "scoring.normalise=location: %d good validation images, at least %d needed; the maps are scored "
-            "uncalibrated (raise data.val_fraction)",
+            "scoring.normalise=%s: %d good validation images, at least %d needed; the maps are scored uncalibrated "
+            "(raise data.val_fraction)",
+            mode,
             len(val),
             MIN_IMAGES,
         )
-        return None
-    scored = list(run_scores(detector, val, cfg))
-    normaliser = LocationNormaliser.from_maps([s.anomaly_map for s in scored], [s.row_id for s in scored])
-    normaliser.save(folder / LOCATION_FILE)
-    normaliser.save_maps(folder / LOCATION_MAPS_FILE)  # the detect stage scores the validation images again
-    return normaliser
+    figures = signal.figures
+    metric = "synthetic_image_auroc"
+    calibrated = figures.get("location", {}).get(metric, math.nan) > figures.get("none", {}).get(metric, math.nan)
+    chosen = "location" if signal.normaliser is not None and (mode == "location" or calibrated) else "none"
+    log.info("scoring.normalise=%s: the maps are scored with calibration %s", mode, chosen)
+    validation = dict(figures.get(chosen, {}))
+    validation |= {f"{name}/{key}": value for name, values in figures.items() for key, value in values.items()}
+    return (signal.normaliser if chosen == "location" else None), validation
 
 
 def read_validation(folder: Path) -> dict[str, float]:
@@ -190,9 +214,10 @@ def fit_detector(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment
         train_detector(cfg, detector, training_datamodule(cfg, detector, samples["train"], samples["val"]), folder)
         train_s = time.perf_counter() - started
         detector.save_weights(folder / WEIGHTS_FILE)
-        normaliser = location_normaliser(detector, samples["val"], cfg, folder)
-        enabled = cfg.detect.validation.enabled
-        validation = synthetic_validation(detector, samples["val"], cfg, normaliser) if enabled else {}
+        normaliser, validation = calibrate(detector, samples["val"], cfg)
+        if normaliser is not None:  # the detect stage and `inspect` score with it
+            normaliser.save(folder / LOCATION_FILE)
+            normaliser.save_maps(folder / LOCATION_MAPS_FILE)  # the validation images are scored again, leave-one-out
         (folder / VALIDATION_FILE).write_text(json.dumps(validation))
         (folder / TIMINGS_FILE).write_text(json.dumps({"train_s": train_s}))
         trained.update(detector=detector, samples=samples)
@@ -232,6 +257,7 @@ def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: 
     scores = pd.read_csv(folder / "scores.csv")
     if mlflow.active_run():
         mlflow.set_tag("stage_cache_hit", str(hit))
+        mlflow.set_tag("scoring.normalise.chosen", "location" if (fitted.folder / LOCATION_FILE).is_file() else "none")
         timings = folder / TIMINGS_FILE  # of the run that trained, also logged on a hit
         mlflow.log_metrics({f"detect/{k}": v for k, v in json.loads(timings.read_text()).items()})
         mlflow.log_artifact(str(folder / "scores.csv"))

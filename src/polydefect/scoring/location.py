@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-NORMALISATIONS = ("none", "location")  # scoring.normalise
+NORMALISATIONS = ("none", "location", "auto")  # scoring.normalise; auto: location where the validation signal
+# says it helps (`polydefect.pipeline.detect.calibrate`)
 LOCATION_FILE = "location.npz"  # the calibration in a fit stage folder and in a run's model artifacts
 LOCATION_MAPS_FILE = "location_maps.npz"  # beside it in the fit stage only: the validation maps, for leave-one-out
 COPY_MARK = "#"  # a row id "<row id>#<what>" is a copy of the image <row id>: it is left out of its own reference
@@ -103,6 +104,15 @@ class LocationNormaliser:
             return cls(*sums)
         with np.load(maps, allow_pickle=False) as stored:
             return cls(*sums, stored["maps"], [str(row_id) for row_id in stored["row_ids"]])
+
+
+def check_normalise(normalise: str, validation_enabled: bool) -> None:
+    """`scoring.normalise=auto` chooses on the validation signal, so it needs one: refused before any run starts."""
+    if str(normalise) == "auto" and not validation_enabled:
+        raise ValueError(
+            "scoring.normalise=auto chooses on the validation signal: detect.validation.enabled must be true "
+            "(or set scoring.normalise=location or none)"
+        )
 
 
 def _mean_and_sd(total: np.ndarray, squares: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:

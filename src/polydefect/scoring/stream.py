@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from polydefect.data.datamodules import ImageDataset
@@ -52,6 +53,16 @@ def scoring_autocast(precision: str | int, device: torch.device) -> AbstractCont
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
+def calibrated_scores(
+    amap: Tensor, mask: Tensor, row_ids: Sequence[str], scoring: Any, normaliser: LocationNormaliser | None = None
+) -> tuple[Tensor, Tensor]:
+    """(B, 1, H, W) smoothed maps and bool object masks -> (the maps calibrated (`normaliser`, where the run has
+    one) and zeroed outside the object, (B,) image scores): the last step of scoring, also applied to maps kept
+    from an uncalibrated pass (`polydefect.evaluation.pasted_validation`)."""
+    amap = (amap if normaliser is None else normaliser(amap, row_ids)) * mask
+    return amap, image_score(amap, mask, scoring.reduction, scoring.k)
+
+
 @torch.inference_mode()
 def iter_scores(
     detector: Detector,
@@ -87,8 +98,7 @@ def iter_scores(
             amap = amap.clamp_min(0).sqrt()
         amap = smooth(amap, sigma)
         sums = (amap * mask).sum(dim=(1, 2, 3))
-        amap = (amap if normaliser is None else normaliser(amap, batch["row_id"])) * mask
-        scores = image_score(amap, mask, scoring.reduction, scoring.k)
+        amap, scores = calibrated_scores(amap, mask, batch["row_id"], scoring, normaliser)
         for i, row_id in enumerate(batch["row_id"]):
             panel = (batch["image"][i].numpy(), made[i].float().cpu().numpy()) if row_id in panels else None
             yield ScoredImage(
