@@ -8,7 +8,7 @@ import torch
 from skimage.measure import label as connected_regions
 from sklearn.metrics import average_precision_score, f1_score, fbeta_score, precision_score, recall_score, roc_auc_score
 
-from polydefect.evaluation.metrics import AUPRO, METRICS, evaluate
+from polydefect.evaluation.metrics import AUPRO, METRICS, evaluate, rank_auroc
 
 
 def _image_records(seed: int = 0, count: int = 60) -> dict[str, torch.Tensor]:
@@ -54,7 +54,18 @@ def test_pixel_auroc_agrees_with_scikit_learn_inside_the_object_mask():
     records = _pixel_records()
     inside = records["object_mask"].numpy()
     expected = roc_auc_score(records["defect_mask"].numpy()[inside], records["anomaly_map"].numpy()[inside])
-    assert evaluate(records, ["pixel_auroc"])["pixel_auroc"] == pytest.approx(expected)
+    assert evaluate(records, ["pixel_auroc"])["pixel_auroc"] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("levels", [3, 50, None])
+def test_the_rank_auroc_is_exact_with_and_without_ties(levels: int | None):
+    rng = np.random.default_rng(1)
+    labels = rng.random(20_000) < 0.1
+    scores = (rng.random(20_000) + 0.3 * labels).astype(np.float32)
+    if levels:
+        scores = np.round(scores * levels) / levels  # few distinct values: most pairs tie
+    assert rank_auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert np.isnan(rank_auroc(scores, np.zeros_like(labels)))
 
 
 def _reference_aupro(maps: np.ndarray, masks: np.ndarray, valid: np.ndarray, limit: float = 0.3) -> float:
@@ -81,19 +92,22 @@ def _reference_aupro(maps: np.ndarray, masks: np.ndarray, valid: np.ndarray, lim
     return area / limit
 
 
-def test_aupro_agrees_with_a_threshold_by_threshold_reference():
+@pytest.mark.parametrize("limit", [0.05, 0.3, 1.0])
+def test_aupro_agrees_with_a_threshold_by_threshold_reference(limit: float):
+    """At any FPR limit: the curve is cut to the pixels at or above the first threshold past it before sorting."""
     records = _pixel_records()
     maps, masks = records["anomaly_map"].numpy()[:, 0], records["defect_mask"].numpy()[:, 0]
     everywhere = np.ones_like(masks)
-    expected = _reference_aupro(maps, masks, everywhere)
+    expected = _reference_aupro(maps, masks, everywhere, limit)
     assert 0.1 < expected < 1
-    metric = AUPRO()
+    metric = AUPRO(fpr_limit=limit)
     metric.update(records["anomaly_map"][:2], records["defect_mask"][:2])  # streaming: two updates
     metric.update(records["anomaly_map"][2:], records["defect_mask"][2:])
     assert metric.compute().item() == pytest.approx(expected, abs=1e-12)
     inside = records["object_mask"].numpy()[:, 0]
-    expected_inside = _reference_aupro(maps, masks, inside)
-    assert evaluate(records, ["aupro"])["aupro"] == pytest.approx(expected_inside, abs=1e-12)
+    if limit == 0.3:  # evaluate's AUPRO is at the default limit
+        expected_inside = _reference_aupro(maps, masks, inside)
+        assert evaluate(records, ["aupro"])["aupro"] == pytest.approx(expected_inside, abs=1e-12)
 
 
 def test_aupro_of_a_perfect_map_is_one_and_of_a_map_without_regions_is_nan():
