@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from helpers.stand_ins import MapStandIn
 from omegaconf import OmegaConf
-from torch import Tensor, nn
+from torch import Tensor
 
 from polydefect.config import PastedValidationConfig
 from polydefect.data.sample import Sample
@@ -38,17 +38,13 @@ def part(index: int, rng: np.random.Generator, moving: bool) -> Sample:
     return Sample(image, disc, np.zeros_like(disc), 0, 1, "all", f"good_{index}.png", f"real/{index}")
 
 
-class Deviation(nn.Module):
-    """A detector by the `Detector` interface's scoring half that sees the surface: its map is each pixel's
-    deviation from the part's level, plus, with `hot_row`, a row that is high on every image (a fixture)."""
+class Deviation(MapStandIn):
+    """A detector that sees the surface: its map is each pixel's deviation from the part's level, plus, with
+    `hot_row`, a row that is high on every image (a fixture)."""
 
     def __init__(self, hot_row: int | None = None) -> None:
         super().__init__()
-        self.hot_row, self.anchor = hot_row, nn.Parameter(torch.zeros(()))
-
-    @property
-    def device(self) -> torch.device:
-        return self.anchor.device
+        self.hot_row = hot_row
 
     def map_and_reconstruction(self, images: Tensor, views: list[str]) -> tuple[Tensor, Tensor]:
         amap = (images - LEVEL).abs()

@@ -7,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers.stand_ins import MapStandIn
 from omegaconf import OmegaConf
-from torch import Tensor, nn
+from torch import Tensor
 
 from polydefect.config import PastedValidationConfig
 from polydefect.data.sample import Sample
@@ -39,17 +40,13 @@ def good_sample(index: int, rng: np.random.Generator) -> Sample:
     return Sample(image, disc, np.zeros_like(disc), 0, 1, "all", f"good_{index}.png", f"real/{index}")
 
 
-class StandIn(nn.Module):
-    """A detector by the `Detector` interface's scoring half: its map is the image's deviation from the part's
-    flat level (sees the surface), or noise (sees nothing)."""
+class StandIn(MapStandIn):
+    """A detector whose map is the image's deviation from the part's flat level (sees the surface), or noise
+    (sees nothing)."""
 
     def __init__(self, sees: bool) -> None:
         super().__init__()
-        self.sees, self.anchor = sees, nn.Parameter(torch.zeros(()))
-
-    @property
-    def device(self) -> torch.device:
-        return self.anchor.device
+        self.sees = sees
 
     def map_and_reconstruction(self, images: Tensor, views: list[str]) -> tuple[Tensor, Tensor]:
         if self.sees:
