@@ -49,11 +49,16 @@ class SegmentationDataset(Dataset):
         return {"image": to_tensor(image), "mask": to_tensor(mask)}
 
 
+CUT_CHUNK = 32  # images cut into windows together by `WindowDataset`
+
+
 class WindowDataset(Dataset):
     """Overlap-tile windows of preprocessed good images, optionally augmented per window (thesis 3.8.1).
 
-    Windows are cut once; windows whose core holds less than `min_foreground` object pixels are dropped,
-    since a window of pure background teaches the model nothing about the surface.
+    Windows are cut once, `CUT_CHUNK` images at a time and kept as uint8, so cutting holds a few float copies of
+    a chunk instead of the whole training set (630 magnetic tiles: 4 GB); windows whose core holds less than
+    `min_foreground` object pixels are dropped, since a window of pure background teaches the model nothing about
+    the surface.
     """
 
     def __init__(
@@ -61,19 +66,22 @@ class WindowDataset(Dataset):
     ) -> None:
         if not samples:
             raise DataLayoutError("no good images to cut training windows from")
-        images = torch.stack([to_tensor(s.image) for s in samples])
-        masks = torch.stack([to_tensor(s.object_mask) for s in samples])
-        image_windows, _ = split(images, core, window)
-        mask_windows, _ = split(masks, core, window)
         margin = (window - core) // 2
-        foreground = mask_windows[:, 0, margin : margin + core, margin : margin + core].mean(dim=(1, 2))
-        keep = foreground >= min_foreground
+        pixels, masks, foreground = [], [], []
+        for start in range(0, len(samples), CUT_CHUNK):
+            chunk = samples[start : start + CUT_CHUNK]
+            image_windows, _ = split(torch.stack([to_tensor(s.image) for s in chunk]), core, window)
+            mask_windows, _ = split(torch.stack([to_tensor(s.object_mask) for s in chunk]), core, window)
+            foreground.append(mask_windows[:, 0, margin : margin + core, margin : margin + core].mean(dim=(1, 2)))
+            pixels.append((image_windows * 255).round().to(torch.uint8))
+            masks.append(mask_windows[:, 0].bool())
+        keep = torch.cat(foreground) >= min_foreground
         if not keep.any():
             keep[:] = True
         # (N, window, window) grey or (N, window, window, C) colour: the layout albumentations expects
-        pixels = (image_windows[keep] * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-        self.images = (pixels[..., 0] if pixels.shape[-1] == 1 else pixels).numpy()
-        self.masks = mask_windows[keep, 0].bool().numpy()
+        kept = torch.cat(pixels)[keep].permute(0, 2, 3, 1)
+        self.images = (kept[..., 0] if kept.shape[-1] == 1 else kept).numpy()
+        self.masks = torch.cat(masks)[keep].numpy()
         self.augment = augment
 
     def __len__(self) -> int:
