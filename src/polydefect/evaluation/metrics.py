@@ -33,6 +33,11 @@ def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
 
 
+def _joined(state: Tensor | list[Tensor]) -> Tensor:
+    """A list state of a metric as one tensor (torchmetrics hands it over joined already after a sync)."""
+    return torch.cat(state) if isinstance(state, list) else state
+
+
 def pro_curve_area(hits: Tensor, hit_weight: Tensor, misses: Tensor, regions: int, fpr_limit: float = 0.3) -> float:
     """Area under the per-region-overlap curve up to `fpr_limit`, divided by `fpr_limit`.
 
@@ -111,11 +116,8 @@ class AUPRO(Metric):
             self.regions += count
 
     def compute(self) -> Tensor:
-        def joined(state: Tensor | list[Tensor]) -> Tensor:
-            return torch.cat(state) if isinstance(state, list) else state
-
         area = pro_curve_area(
-            joined(self.hits), joined(self.hit_weights), joined(self.misses), int(self.regions), self.fpr_limit
+            _joined(self.hits), _joined(self.hit_weights), _joined(self.misses), int(self.regions), self.fpr_limit
         )
         return torch.tensor(area, dtype=torch.float64)
 
@@ -154,10 +156,7 @@ class PixelAUROC(Metric):
         self.labels.append(labels.detach().cpu().flatten().bool())
 
     def compute(self) -> Tensor:
-        def joined(state: Tensor | list[Tensor]) -> np.ndarray:
-            return (torch.cat(state) if isinstance(state, list) else state).numpy()
-
-        return torch.tensor(rank_auroc(joined(self.scores), joined(self.labels)), dtype=torch.float64)
+        return torch.tensor(rank_auroc(_joined(self.scores).numpy(), _joined(self.labels).numpy()), dtype=torch.float64)
 
 
 @dataclass(frozen=True)

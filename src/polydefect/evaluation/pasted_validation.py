@@ -23,7 +23,7 @@ from polydefect.data.sample import Sample
 from polydefect.data.synthetic_anomalies import paste_anomalies
 from polydefect.evaluation.metrics import evaluate
 from polydefect.evaluation.paste_shapes import scratch_mask, shifted, spot_mask
-from polydefect.scoring.location import COPY_MARK, MIN_IMAGES, LocationNormaliser
+from polydefect.scoring.location import COPY_MARK, LocationNormaliser, calibration_of
 from polydefect.scoring.stream import ScoredImage, calibrated_scores, run_scores
 
 if TYPE_CHECKING:
@@ -122,9 +122,9 @@ def synthetic_validation(detector: Detector, samples: Sequence[Sample], cfg: Any
         return ValidationSignal()
     scored = list(run_scores(detector, pasted_set(samples, cfg.detect.validation), cfg))
     signal = ValidationSignal({"none": _figures(scored)})
-    good = [s for s in scored if not s.row_id.endswith(PASTED_SUFFIX)]
-    if calibrate and len(good) >= MIN_IMAGES:
-        signal.normaliser = LocationNormaliser.from_maps([s.anomaly_map for s in good], [s.row_id for s in good])
+    if calibrate:
+        signal.normaliser = calibration_of(s for s in scored if not s.row_id.endswith(PASTED_SUFFIX))
+    if signal.normaliser is not None:
         signal.figures["location"] = _figures([_recalibrated(s, signal.normaliser, cfg.scoring) for s in scored])
     return signal
 

@@ -33,6 +33,7 @@ from polydefect.scoring.location import (
     LOCATION_MAPS_FILE,
     MIN_IMAGES,
     LocationNormaliser,
+    calibration_of,
     check_normalise,
 )
 from polydefect.scoring.stream import check_finite_scores, run_scores, score_only
@@ -116,14 +117,6 @@ def train_detector(cfg: DictConfig, detector: DetectorTask, data: L.LightningDat
     detector.fit()
 
 
-def location_normaliser(detector: DetectorTask, val: Sequence[Sample], cfg: DictConfig) -> LocationNormaliser | None:
-    """The per-location calibration on the good validation images' raw maps, where there are enough of them."""
-    if len(val) < MIN_IMAGES:
-        return None
-    scored = list(run_scores(detector, val, cfg))
-    return LocationNormaliser.from_maps([s.anomaly_map for s in scored], [s.row_id for s in scored])
-
-
 def calibrate(detector: DetectorTask, val: Sequence[Sample], cfg: DictConfig) -> tuple[LocationNormaliser | None, dict]:
     """The per-location calibration the detector scores with, and its validation signal (`val/...`).
 
@@ -134,7 +127,8 @@ def calibrate(detector: DetectorTask, val: Sequence[Sample], cfg: DictConfig) ->
     mode = str(cfg.scoring.normalise)
     check_normalise(mode, cfg.detect.validation.enabled)
     if not cfg.detect.validation.enabled:
-        normaliser = location_normaliser(detector, val, cfg) if mode == "location" else None
+        # no signal to score both ways: the calibration alone, on the good validation images' raw maps
+        normaliser = calibration_of(run_scores(detector, val, cfg)) if mode == "location" else None
         signal = ValidationSignal(normaliser=normaliser)
     else:
         signal = synthetic_validation(detector, val, cfg, calibrate=mode != "none")

@@ -11,8 +11,9 @@ validation copies), so the thresholds and the validation signal fitted on those 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,6 +105,15 @@ class LocationNormaliser:
             return cls(*sums)
         with np.load(maps, allow_pickle=False) as stored:
             return cls(*sums, stored["maps"], [str(row_id) for row_id in stored["row_ids"]])
+
+
+def calibration_of(scored: Iterable[Any]) -> LocationNormaliser | None:
+    """The calibration on scored good images (each with `anomaly_map` (H, W) and `row_id`, as the scoring stream
+    yields them), or None where there are fewer than `MIN_IMAGES` of them."""
+    images = list(scored)
+    if len(images) < MIN_IMAGES:
+        return None
+    return LocationNormaliser.from_maps([s.anomaly_map for s in images], [s.row_id for s in images])
 
 
 def check_normalise(normalise: str, validation_enabled: bool) -> None:
