@@ -105,7 +105,7 @@ def test_a_wrong_type_fails_naming_the_key() -> None:
 @pytest.mark.parametrize(
     ("override", "choices"),
     [
-        ("scoring.reduction=maxx", "[mean, max, topk_mean, sum]"),
+        ("scoring.reduction=maxx", "[mean, max, topk_mean, peak_topk_mean, sum]"),
         ("scoring.error=cubed", "[squared, absolute]"),
         ("scoring.threshold.method=mean", "[max, median, quantile]"),
         ("scoring.threshold.fit_on=test", "[train, val]"),

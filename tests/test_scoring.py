@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from polydefect.scoring.maps import error_map, smooth
-from polydefect.scoring.scores import image_score
+from polydefect.scoring.scores import image_score, local_peaks
 from polydefect.scoring.thresholds import Threshold, fit_f1_threshold, fit_threshold, fit_view_stats
 
 
@@ -50,6 +50,39 @@ def test_an_empty_object_mask_or_an_unknown_reduction_is_an_error():
         image_score(MAP, torch.zeros_like(MASK))
     with pytest.raises(ValueError, match=r"scoring\.reduction"):
         image_score(MAP, MASK, "median")
+
+
+def bump(centre: tuple[int, int], width: float, height: float) -> torch.Tensor:
+    """(1, 1, 64, 64) Gaussian bump: anomaly maps are smooth (the detectors blur them)."""
+    rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    return height * torch.exp(-((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) / (2 * width**2))[None, None]
+
+
+def part_maps() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two maps of a part on a 64 px frame: one with a broad rise over a face (a pose the memory has not seen),
+    one with a small peak (a defect) on a level face; and the part's mask, with background that stays at 0."""
+    mask = torch.zeros(1, 1, 64, 64, dtype=torch.bool)
+    mask[..., 8:56, 8:56] = True
+    face = 1 + bump((24, 32), 10.0, 2.0)
+    peak = 1 + bump((40, 36), 1.5, 1.5)
+    return torch.cat([face, peak]) * mask, torch.cat([mask, mask])
+
+
+def test_peak_scores_rank_a_small_peak_above_a_raised_face_that_topk_ranks_first():
+    maps, mask = part_maps()
+    top = image_score(maps, mask, "topk_mean", 0.01)
+    peaks = image_score(maps, mask, "peak_topk_mean", 0.01, baseline=0.05)
+    assert top[0] > top[1]  # the raised face wins the plain top-k mean
+    assert peaks[1] > 2 * peaks[0]  # above the local level, the defect wins
+    # the level is the part's own: the background's zeros do not raise the part's edge
+    level = local_peaks(maps[1:], mask[1:], 0.05)
+    assert level[0, 0, 8:56, 8].abs().max() < 0.05
+
+
+def test_a_constant_map_has_no_peaks_and_a_bad_width_is_refused_naming_the_key():
+    assert local_peaks(torch.full((1, 1, 32, 32), 4.0), None, 0.1).abs().max() < 1e-5
+    with pytest.raises(ValueError, match=r"scoring\.peak_baseline"):
+        local_peaks(torch.ones(1, 1, 32, 32), None, 0.5)
 
 
 TRAIN = [1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0]

@@ -126,8 +126,9 @@ class ScoringConfig:
     """From anomaly maps to image scores, thresholds and batch verdicts (thesis 4.3, 5.6.3, eq. 1.1)."""
 
     error: MapError = MapError.squared  # squared | absolute
-    reduction: Reduction = Reduction.mean  # mean | max | topk_mean | sum
-    k: float = 0.01  # fraction of the object's pixels averaged by topk_mean
+    reduction: Reduction = Reduction.mean  # mean | max | topk_mean | peak_topk_mean | sum
+    k: float = 0.01  # fraction of the object's pixels averaged by topk_mean and peak_topk_mean
+    peak_baseline: float = 0.03  # peak_topk_mean: width of the local level taken away, share of the map's long side
     # none | location: each map pixel as a standard score against the same pixel of the good validation images'
     # maps (polydefect/scoring/location.py), so places that are high on every good image do not decide the score
     normalise: Normalisation = Normalisation.none

@@ -72,7 +72,7 @@ def detect_key(cfg: DictConfig, splits: DataSplits, segment_key: str) -> StageKe
         "augment": cfg.augment,
         "model": cfg.model,
         "detect": cfg.detect,
-        "scoring": {name: cfg.scoring[name] for name in ("error", "reduction", "k", "normalise")},
+        "scoring": {name: cfg.scoring.get(name) for name in ("error", "reduction", "k", "peak_baseline", "normalise")},
         "trainer": cfg.trainer,
         "data": data_identity(cfg),
         "seed": cfg.seed,

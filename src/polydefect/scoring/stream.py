@@ -22,7 +22,7 @@ from polydefect.data.datamodules import ImageDataset
 from polydefect.data.sample import Sample
 from polydefect.scoring.location import LocationNormaliser
 from polydefect.scoring.maps import smooth
-from polydefect.scoring.scores import image_score
+from polydefect.scoring.scores import PEAK_BASELINE, image_score
 
 if TYPE_CHECKING:  # scoring imports no task at run time: any `Detector` will do
     from polydefect.tasks.base import Detector
@@ -60,7 +60,7 @@ def calibrated_scores(
     one) and zeroed outside the object, (B,) image scores): the last step of scoring, also applied to maps kept
     from an uncalibrated pass (`polydefect.evaluation.pasted_validation`)."""
     amap = (amap if normaliser is None else normaliser(amap, row_ids)) * mask
-    return amap, image_score(amap, mask, scoring.reduction, scoring.k)
+    return amap, image_score(amap, mask, scoring.reduction, scoring.k, scoring.get("peak_baseline", PEAK_BASELINE))
 
 
 @torch.inference_mode()
