@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
 from polydefect.inspect import download_pipeline
-from polydefect.pipeline.candidates import candidate_config, candidate_names
+from polydefect.pipeline.candidates import candidate_config, candidate_names, is_object_centric
 from polydefect.pipeline.detect import Fitted
 from polydefect.pipeline.run import run
 
@@ -21,10 +21,12 @@ COARSE, FINE = 32, 128  # the feature memory's input side: at 32 px a planted de
 
 
 def planted_run_config(store: Path, data: Path, cache: Path, output: Path, *overrides: str):
-    """A seconds-long data=mvtec run on the planted parts at 64 px, its MLflow store in `store`."""
+    """A seconds-long data=mvtec run on the planted parts at 64 px, its MLflow store in `store`; the whole frame
+    is the object unless the overrides name a segmenter."""
     cfg = compose_app(
         "data=mvtec",
         f"data.root={data}",
+        "segmenter=none",
         "preprocess.size=[64,64]",
         "trainer=fast",
         "trainer.limit_train_batches=1.0",
@@ -84,6 +86,31 @@ def test_auto_keeps_the_candidate_with_the_better_validation_signal_and_inspect_
     assert "candidates" not in pipeline.cfg.model
 
 
+def select_stages(store: Path, run_id: str) -> list[str]:
+    client = MlflowClient(store_uri(store))
+    experiment = client.get_run(run_id).info.experiment_id
+    return sorted(r.data.tags["stage"] for r in client.search_runs([experiment], "tags.stage LIKE 'select/%'"))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_object_centric_candidate_is_tried_only_where_the_images_have_object_masks(tmp_path: Path) -> None:
+    data = write_planted_mvtec(tmp_path / "planted")
+    overrides = (
+        "model.choose_from=[patchcore,patchcore_object]",
+        f"model.candidates.patchcore_object.model.input_size={FINE}",
+        "model.candidates.patchcore_object.model.rotations=[0,180]",
+    )
+    plain = run(auto_config(tmp_path / "plain", data, *overrides))
+    assert select_stages(tmp_path / "plain", plain["run_id"]) == ["select/patchcore"]  # no masks: skipped
+    # the part finder (GrabCut, data=mvtec's default segmenter) finds each part on its holder, so the part-alone
+    # candidate is fitted, validated and may be chosen
+    found = run(auto_config(tmp_path / "found", data, *overrides, "segmenter=grabcut"))
+    assert select_stages(tmp_path / "found", found["run_id"]) == ["select/patchcore", "select/patchcore_object"]
+    parent = MlflowClient(store_uri(tmp_path / "found")).get_run(found["run_id"])
+    assert parent.data.tags["select.chosen"] == "patchcore_object"  # the part alone at 128 px beats 32 px frames
+    assert found["test/global/image_auroc"] >= 0.8  # and finds the planted defects
+
+
 def direct_config(root: Path, data: Path, cache: Path, output: Path):
     """`model=patchcore` as auto's `patchcore` candidate is configured, in its own output folder."""
     return planted_run_config(root, data, cache, output, "model=patchcore", f"model.input_size={COARSE}", "name=direct")
@@ -108,9 +135,17 @@ def test_a_run_of_the_chosen_model_reuses_the_fit_that_auto_made_and_scores_as_a
         pd.testing.assert_series_equal(scores_of(tmp_path / "cache", role), scores_of(tmp_path / "fresh", role))
 
 
-def test_the_default_candidates_are_the_memory_and_the_ensemble_square_and_aspect_kept() -> None:
+def test_the_default_candidates_are_the_memory_and_the_ensemble_square_and_aspect_kept_and_the_part_alone() -> None:
     cfg = compose_app("data=mvtec", "data.root=.")
-    assert candidate_names(cfg.model) == ["ensemble", "patchcore", "ensemble_aspect", "patchcore_aspect"]
+    names = ["ensemble", "patchcore", "ensemble_aspect", "patchcore_aspect", "patchcore_object"]
+    assert candidate_names(cfg.model) == names
+    assert [name for name in names if is_object_centric(cfg.model, name)] == ["patchcore_object"]
+    part = candidate_config(cfg, "patchcore_object")
+    assert (part.preprocess.crop_margin, part.preprocess.mask_background) == (0.15, True)
+    assert list(part.model.rotations) == [0, 90, 180, 270]
+    peaks = compose_app("data=mvtec", "data.root=.", "+model.candidates.patchcore.scoring.reduction=peak_topk_mean")
+    patched = candidate_config(peaks, "patchcore").scoring
+    assert (patched.reduction, patched.k) == ("peak_topk_mean", cfg.scoring.k)  # a scoring patch, merged
     square, aspect = candidate_config(cfg, "ensemble"), candidate_config(cfg, "ensemble_aspect")
     assert square.model == compose_app("data=mvtec", "data.root=.", "model=ensemble").model
     assert square.preprocess == cfg.preprocess

@@ -33,6 +33,7 @@ from polydefect.scoring.location import LOCATION_FILE, LocationNormaliser
 from polydefect.scoring.stream import score_stream
 from polydefect.scoring.thresholds import Threshold
 from polydefect.segmentation.base import build_segmenter
+from polydefect.segmentation.part_finder import part_finder_skip
 from polydefect.tasks.base import load_detector
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,10 @@ def object_masks(pipeline: TrainedPipeline, table: pd.DataFrame, folder: Path) -
     if not pipeline.cfg.segmenter:
         return [None] * len(table)
     segmenter = build_segmenter(pipeline.cfg.segmenter)
+    skip = part_finder_skip(segmenter, table)  # decided on the new folder as the run decided on its own
+    if skip is not None:
+        log.info("segmenter: %s", skip)
+        return [None] * len(table)
     weights = pipeline.folder / "unet.safetensors"
     if hasattr(segmenter, "load"):
         segmenter.load(weights)

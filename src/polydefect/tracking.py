@@ -186,12 +186,12 @@ def pipeline_run(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> Iterat
 
 def log_choice(cfg: DictConfig, chosen: str, figures: dict[str, float]) -> None:
     """On the pipeline run, what `model=auto` chose: the tag `select.chosen`, each candidate's validation signal
-    (`select/<name>/val_signal`), the chosen model and inputs as `select.chosen.*` params, and `config.yaml`
-    rewritten as the chosen detector's, so `polydefect.inspect` rebuilds the detector that scored."""
+    (`select/<name>/val_signal`), the chosen model, inputs and scoring as `select.chosen.*` params,
+    and `config.yaml` rewritten as the chosen detector's, so `polydefect.inspect` rebuilds the detector that scored."""
     mlflow.set_tag(CHOSEN_TAG, chosen)
     mlflow.log_metrics({f"select/{name}/val_signal": value for name, value in figures.items() if math.isfinite(value)})
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    log_params(flatten({name: resolved[name] for name in ("model", "preprocess")}, "select.chosen."))
+    log_params(flatten({name: resolved[name] for name in ("model", "preprocess", "scoring")}, "select.chosen."))
     mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
 

@@ -2,14 +2,20 @@
 
 A candidate (`model.candidates.<name>`) holds a `model` node (any conf/model choice, composed by Hydra's defaults
 list) and optionally a `preprocess` patch (the data stage merges it over the run's preprocessing and turns a size
-rule into a size, as it does for the run's own). `model.choose_from` lists the names to try, in order.
+rule into a size, as it does for the run's own) and a `scoring` patch (merged over the run's scoring).
+`model.choose_from` lists the names to try, in order.
+A candidate whose patch crops to the part or masks its background (`crop_margin`, `mask_background`) is
+object-centric: it is tried only where the images have object masks (the folder's own or a segmenter's).
 """
 
 from __future__ import annotations
 
 import copy
 
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from polydefect.segmentation.part_finder import has_masks
 
 CANDIDATES = "candidates"
 SIGNALS = ("synthetic_image_auroc", "synthetic_pixel_auroc")  # what `model.metric` may name
@@ -41,12 +47,25 @@ def check_auto(cfg: DictConfig) -> None:
         raise ValueError("model=auto chooses on the validation signal: detect.validation.enabled must be true")
 
 
+def is_object_centric(model: DictConfig, name: str) -> bool:
+    """Whether candidate `name` crops to the part or masks its background: without object masks it would
+    see the whole frame, as another candidate already does."""
+    patch = model[CANDIDATES][name].get("preprocess") or {}
+    return patch.get("crop_margin") is not None or bool(patch.get("mask_background", False))
+
+
+def has_object_masks(train: pd.DataFrame) -> bool:
+    """Whether the training images come with object masks, their own or a segmenter's (`predicted_mask_path`)."""
+    return has_masks(train, "predicted_mask_path") or has_masks(train)
+
+
 def candidate_config(cfg: DictConfig, name: str) -> DictConfig:
-    """The run's config with candidate `name`'s model, and its preprocessing where it has its own."""
+    """The run's config with candidate `name`'s model, and its preprocessing and scoring where it has its own."""
     candidate = cfg.model[CANDIDATES][name]
     chosen = copy.deepcopy(cfg)
     with open_dict(chosen):
         chosen.model = copy.deepcopy(candidate.model)
-        if "preprocess" in candidate:
-            chosen.preprocess = OmegaConf.merge(cfg.preprocess, candidate.preprocess)
+        for patched in ("preprocess", "scoring"):
+            if patched in candidate:
+                chosen[patched] = OmegaConf.merge(cfg[patched], candidate[patched])
     return chosen

@@ -24,6 +24,7 @@ from polydefect.pipeline.data import data_identity
 from polydefect.pipeline.training import epoch_budget, trainer_kwargs
 from polydefect.segmentation.base import build_segmenter
 from polydefect.segmentation.mean_mask import MeanMask
+from polydefect.segmentation.part_finder import part_finder_skip
 from polydefect.stage_cache import StageCache
 from polydefect.stage_keys import StageKey, data_fingerprint, stage_key
 
@@ -128,10 +129,16 @@ def segment(cfg: DictConfig, splits: DataSplits, cache: StageCache) -> SegmentRe
     if not cfg.segmenter:
         log.info("segmenter is empty: using the data's own object masks (or the whole frame)")
         return SegmentResult(key=key.digest)
+    segmenter = build_segmenter(cfg.segmenter)
+    skip = part_finder_skip(segmenter, splits.train)
+    if skip is not None:
+        log.info("segmenter: %s", skip)
+        if mlflow.active_run():
+            mlflow.set_tag("segment.skipped", skip)
+        return SegmentResult(key=key.digest)
     images = splits.all()
 
     def make(folder: Path) -> None:
-        segmenter = build_segmenter(cfg.segmenter)
         if hasattr(segmenter, "fit_datamodule"):
             _train_unet(cfg, segmenter, splits, folder)
         index = _predict_all(segmenter, images, folder, cfg.segment.mean_mask)
