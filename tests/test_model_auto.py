@@ -168,3 +168,19 @@ def test_a_bad_choice_setting_is_refused_naming_the_key(tmp_path: Path, override
     with pytest.raises(ValueError, match=message):
         run(auto_config(tmp_path, data, override))
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "out").exists()  # refused before any run
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_candidate_fitted_after_another_is_the_fit_of_a_run_of_it_alone(tmp_path: Path) -> None:
+    # the ensemble's segmenters start from random heads and see shuffled batches: what the global random state
+    # holds when its fit starts decides its weights, and the patchcore fit before it consumes that state
+    data = write_planted_mvtec(tmp_path / "planted", train=16, good=3, per_kind=1)
+    alone = planted_run_config(tmp_path / "alone", data, tmp_path / "alone" / "cache", tmp_path / "alone" / "out")
+    with open_dict(alone):
+        alone.model = candidate_config(alone, "ensemble").model
+    run(alone)
+    run(auto_config(tmp_path / "auto", data, "model.choose_from=[patchcore,ensemble]"))
+    (fit,) = [path for path in (tmp_path / "alone" / "cache" / "fit").glob("*/model.safetensors")]
+    same = tmp_path / "auto" / "cache" / "fit" / fit.parent.name / "model.safetensors"
+    assert same.is_file()  # the same key: the same settings, data and code
+    assert fit.read_bytes() == same.read_bytes()

@@ -202,6 +202,9 @@ def fit_detector(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment
     trained: dict[str, Any] = {}
 
     def make(folder: Path) -> None:
+        # from the run's seed, whatever ran before in this process (other candidates, a segmenter trained or
+        # reused): the fit cached under this key is the one a run of this detector alone makes
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
         samples = {role: load_samples(table, cfg.preprocess) for role, table in fitting_tables(splits).items()}
         detector = build_detector(cfg.model)
         started = time.perf_counter()
