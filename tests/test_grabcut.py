@@ -6,15 +6,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from helpers.scenes import toy_scenes
+from helpers.scenes import grained_surface, iou, toy_scenes
 
 from polydefect.segmentation.base import Segmenter, build_segmenter
 from polydefect.segmentation.classical import OtsuSegmenter
 from polydefect.segmentation.grabcut import GrabCutSegmenter, border_ratio, largest_piece
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / (a | b).sum())
 
 
 def lit_box(seed: int, shape: tuple[int, int] = (120, 160)) -> tuple[np.ndarray, np.ndarray]:
@@ -92,9 +88,7 @@ def test_a_bad_setting_is_refused_naming_the_key(settings: dict, message: str) -
 def test_a_folder_of_parts_on_a_floor_is_searched_and_a_frame_filling_surface_is_not() -> None:
     parts = [lit_box(seed)[0] for seed in range(5)]
     rng = np.random.default_rng(0)
-    surfaces = [
-        cv2.GaussianBlur(rng.normal(120, 30, (120, 160)), (0, 0), 2).clip(0, 255).astype(np.uint8) for _ in range(5)
-    ]
+    surfaces = [grained_surface(rng, (120, 160)) for _ in range(5)]
     assert max(border_ratio(image, 0.03) for image in parts) < 0.6 < min(border_ratio(s, 0.03) for s in surfaces)
     segmenter = GrabCutSegmenter()
     assert segmenter.finds_parts_in(parts) and not segmenter.finds_parts_in(surfaces)

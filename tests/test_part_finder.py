@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pandas as pd
 from helpers.planted import write_planted_mvtec
+from helpers.scenes import grained_surface
 
 from polydefect.segmentation.classical import OtsuSegmenter
 from polydefect.segmentation.grabcut import GrabCutSegmenter
@@ -27,7 +28,7 @@ def surfaces(folder: Path, count: int = 6) -> list[Path]:
     rng = np.random.default_rng(1)
     paths = [folder / f"{i:03d}.png" for i in range(count)]
     for path in paths:
-        cv2.imwrite(str(path), cv2.GaussianBlur(rng.normal(120, 30, (64, 96)), (0, 0), 2).clip(0, 255).astype(np.uint8))
+        cv2.imwrite(str(path), grained_surface(rng, (64, 96)))
     return paths
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers.scenes import toy_scenes
+from helpers.scenes import iou, toy_scenes
 
 from polydefect.segmentation.base import Segmenter
 from polydefect.segmentation.classical import KMeansSegmenter, OtsuSegmenter, WatershedSegmenter, orient
@@ -10,10 +10,6 @@ from polydefect.segmentation.mean_mask import MeanMask
 from polydefect.segmentation.postprocess import close_mask, postprocess
 
 BASELINES = [OtsuSegmenter, KMeansSegmenter, WatershedSegmenter]
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / (a | b).sum())
 
 
 def test_closing_fills_a_one_pixel_gap_and_keeps_the_outline():

@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 
 from polydefect.scoring.location import NORMALISATIONS
 from polydefect.scoring.maps import ERRORS
-from polydefect.scoring.scores import REDUCTIONS
+from polydefect.scoring.scores import PEAK_BASELINE, REDUCTIONS
 from polydefect.scoring.thresholds import METHODS, REFERENCE_SPLITS
 from polydefect.stage_keys import FINGERPRINTS
 
@@ -128,7 +128,7 @@ class ScoringConfig:
     error: MapError = MapError.squared  # squared | absolute
     reduction: Reduction = Reduction.mean  # mean | max | topk_mean | peak_topk_mean | sum
     k: float = 0.01  # fraction of the object's pixels averaged by topk_mean and peak_topk_mean
-    peak_baseline: float = 0.03  # peak_topk_mean: width of the local level taken away, share of the map's long side
+    peak_baseline: float = PEAK_BASELINE  # peak_topk_mean: width of the local level, share of the map's long side
     # none | location: each map pixel as a standard score against the same pixel of the good validation images'
     # maps (polydefect/scoring/location.py), so places that are high on every good image do not decide the score
     normalise: Normalisation = Normalisation.none

@@ -39,3 +39,13 @@ def toy_scenes(
     rng = np.random.default_rng(seed)
     scenes = [toy_scene(rng, shape) for _ in range(count)]
     return [image for image, _ in scenes], [mask for _, mask in scenes]
+
+
+def grained_surface(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8 grey grain that fills the frame, as a magnetic tile or a commutator does: no floor, no part."""
+    return cv2.GaussianBlur(rng.normal(120, 30, shape), (0, 0), 2).clip(0, 255).astype(np.uint8)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks."""
+    return float((a & b).sum() / (a | b).sum())

@@ -8,7 +8,7 @@ from torch import Tensor
 from polydefect.scoring.maps import smooth
 
 REDUCTIONS = ("mean", "max", "topk_mean", "peak_topk_mean", "sum")
-PEAK_BASELINE = 0.03  # `scoring.peak_baseline` where the scoring node has none
+PEAK_BASELINE = 0.03  # `scoring.peak_baseline`'s default (config.py), and its value where a scoring node has none
 
 
 def _flat(amap: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -21,6 +21,12 @@ from polydefect.segmentation.postprocess import close_mask
 POLARITIES = ("bright", "dark", "auto")
 
 
+def border_pixels(image: np.ndarray, width: int = 1) -> np.ndarray:
+    """The pixels of the frame's border strip, `width` px wide, each once: the holder or floor around a part."""
+    sides = (image[:width], image[-width:], image[width:-width, :width], image[width:-width, -width:])
+    return np.concatenate([side.ravel() for side in sides])
+
+
 def orient(bright: np.ndarray, polarity: str) -> np.ndarray:
     """Choose the object class of a two-class split.
 
@@ -36,8 +42,7 @@ def orient(bright: np.ndarray, polarity: str) -> np.ndarray:
         return bright
     if polarity == "dark":
         return ~bright
-    border = np.concatenate([bright[0], bright[-1], bright[1:-1, 0], bright[1:-1, -1]])
-    return ~bright if border.mean() > 0.5 else bright
+    return ~bright if border_pixels(bright).mean() > 0.5 else bright
 
 
 class ClassicalSegmenter(ABC):

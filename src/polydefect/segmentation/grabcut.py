@@ -18,17 +18,16 @@ import cv2
 import numpy as np
 
 from polydefect.data.preprocess import to_grey_uint8, to_rgb_uint8
+from polydefect.segmentation.classical import border_pixels
 from polydefect.segmentation.postprocess import close_mask
 
 
 def border_ratio(image: np.ndarray, border: float) -> float:
     """Grey-level spread of the frame's border strip (`border` of the long side wide) over the whole frame's: low
     where a part lies on a plain floor (the posed renders: 0.26 at the median), about 1 or more where a surface
-    fills the frame (magnetic tiles 1.31, KolektorSDD 1.13)."""
+    fills the frame (magnetic tiles 1.31, KolektorSDD 1.12)."""
     grey = to_grey_uint8(image).astype(np.float32)
-    strip = max(1, round(border * max(grey.shape)))
-    sides = (grey[:strip], grey[-strip:], grey[:, :strip], grey[:, -strip:])
-    edges = np.concatenate([side.ravel() for side in sides])
+    edges = border_pixels(grey, max(1, round(border * max(grey.shape))))
     return float(edges.std() / max(float(grey.std()), 1e-6))
 
 

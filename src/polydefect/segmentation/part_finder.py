@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from polydefect.data.io import read_image
+from polydefect.data.sample import optional_path
 
 SAMPLE = 64  # images, evenly spread over the table, that decide whether the frames show parts on a floor
 
 
 def has_masks(table: pd.DataFrame, column: str = "object_mask_path") -> bool:
     """Whether any row of the table has a mask file in `column` (the folder's own masks by default)."""
-    return column in table and bool(table[column].map(lambda path: isinstance(path, str) and bool(path)).any())
+    return column in table and any(optional_path(path) is not None for path in table[column])
 
 
 def part_finder_skip(segmenter: Any, table: pd.DataFrame) -> str | None:
