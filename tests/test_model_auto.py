@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers.planted import write_planted_mvtec
+from helpers.planted import planted_run_config, write_planted_mvtec
 from helpers.tiny import compose_app, store_uri
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
@@ -18,27 +18,6 @@ from polydefect.pipeline.detect import Fitted
 from polydefect.pipeline.run import run
 
 COARSE, FINE = 32, 128  # the feature memory's input side: at 32 px a planted defect is a fraction of a cell
-
-
-def planted_run_config(store: Path, data: Path, cache: Path, output: Path, *overrides: str):
-    """A seconds-long data=mvtec run on the planted parts at 64 px, its MLflow store in `store`; the whole frame
-    is the object unless the overrides name a segmenter."""
-    cfg = compose_app(
-        "data=mvtec",
-        f"data.root={data}",
-        "segmenter=none",
-        "preprocess.size=[64,64]",
-        "trainer=fast",
-        "trainer.limit_train_batches=1.0",
-        "data.batch_size=8",
-        "detect.samples=2",
-        f"paths.cache_dir={cache}",
-        f"mlflow.tracking_uri={store_uri(store)}",
-        *overrides,
-    )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output)
-    return cfg
 
 
 def auto_config(root: Path, data: Path, *overrides: str):

@@ -32,9 +32,9 @@ from polydefect.scoring import spc
 from polydefect.scoring.location import LOCATION_FILE, LocationNormaliser
 from polydefect.scoring.stream import score_stream
 from polydefect.scoring.thresholds import Threshold
-from polydefect.segmentation.base import build_segmenter
+from polydefect.segmentation.base import Segmenter, build_segmenter
 from polydefect.segmentation.part_finder import part_finder_skip
-from polydefect.tasks.base import load_detector
+from polydefect.tasks.base import Detector, load_detector
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,11 @@ def download_pipeline(run_id: str, tracking_uri: str, folder: Path) -> TrainedPi
         local = Path(client.download_artifacts(source, path, str(folder)))
         if local.parent != folder:
             local.replace(folder / local.name)
+    return read_pipeline(run_id, folder)
+
+
+def read_pipeline(run_id: str, folder: Path) -> TrainedPipeline:
+    """The run's parts from a folder that holds them (downloaded, or an inspection bundle)."""
     thresholds = json.loads((folder / "thresholds.json").read_text())
     limits = folder / SPC_LIMITS
     return TrainedPipeline(
@@ -101,18 +106,24 @@ def download_pipeline(run_id: str, tracking_uri: str, folder: Path) -> TrainedPi
     )
 
 
-def object_masks(pipeline: TrainedPipeline, table: pd.DataFrame, folder: Path) -> list[str | None]:
-    """The run's segmenter applied to every image (mask PNGs in `folder`), or None: the data's own masks."""
+def run_segmenter(pipeline: TrainedPipeline) -> Segmenter | None:
+    """The run's segmenter with its trained weights (a U-Net's), or None where the run used the data's masks."""
     if not pipeline.cfg.segmenter:
-        return [None] * len(table)
+        return None
     segmenter = build_segmenter(pipeline.cfg.segmenter)
+    if hasattr(segmenter, "load"):
+        segmenter.load(pipeline.folder / "unet.safetensors")
+    return segmenter
+
+
+def object_masks(segmenter: Segmenter | None, table: pd.DataFrame, folder: Path) -> list[str | None]:
+    """The segmenter applied to every image (mask PNGs in `folder`), or None: the data's own masks."""
+    if segmenter is None:
+        return [None] * len(table)
     skip = part_finder_skip(segmenter, table)  # decided on the new folder as the run decided on its own
     if skip is not None:
         log.info("segmenter: %s", skip)
         return [None] * len(table)
-    weights = pipeline.folder / "unet.safetensors"
-    if hasattr(segmenter, "load"):
-        segmenter.load(weights)
     paths = []
     for index, image_path in enumerate(table["image_path"]):
         mask = segmenter.predict_batch([to_grey_uint8(read_image(image_path))])[0]
@@ -159,19 +170,35 @@ def run_normaliser(pipeline: TrainedPipeline) -> LocationNormaliser | None:
     return LocationNormaliser.load(path)
 
 
-def inspect_folder(cfg: DictConfig, out: Path) -> Path:
-    """Score every image under `cfg.data.root` and write report.html, report.csv and the overlays into `out`."""
-    run_id, tracking_uri = locate_run(str(cfg.run), cfg.mlflow.tracking_uri)
-    table = discover(cfg.data.root, cfg.data.layout)
-    validate_tables([table])  # a bad file stops the inspection before anything is downloaded or written
-    pipeline = download_pipeline(run_id, tracking_uri, out / "pipeline")
-    log.info("Scoring %d images of %s with run %s", len(table), cfg.data.root, run_id)
-    table = table.assign(predicted_mask_path=object_masks(pipeline, table, out / "masks"))
+@dataclass
+class Judgement:
+    """A table of new images scored and judged by a trained pipeline."""
+
+    scored: pd.DataFrame  # per image: image_path, batch, view, label, score, threshold, anomalous, map_sum (+ nQI)
+    batches: pd.DataFrame | None  # per batch: the SPC verdict (`spc.batch_verdict`), None without control limits
+    notes: list[str]
+    threshold: Threshold
+    samples: LazySamples  # the images as the detector saw them (for overlays)
+    top: dict[int, tuple[np.ndarray, np.ndarray]]  # the `keep` highest-scored images' (map, object mask)
+    vmax: float  # the maps' shared colour scale
+
+
+def judge(
+    pipeline: TrainedPipeline,
+    detector: Detector,
+    segmenter: Segmenter | None,
+    table: pd.DataFrame,
+    threshold_kind: str,
+    keep: int,
+    masks: Path,
+) -> Judgement:
+    """Score every image of `table` (object masks from `segmenter` written into `masks`) with the run's
+    preprocessing, scoring and calibration, and judge it with its threshold and fixed control limits."""
+    table = table.assign(predicted_mask_path=object_masks(segmenter, table, masks))
     samples = LazySamples(table, pipeline.cfg.preprocess)
-    detector = load_detector(pipeline.cfg.model, pipeline.folder / "model.safetensors")
-    scores, sums, top, vmax = score_stream(detector, samples, pipeline.cfg, cfg.overlays, run_normaliser(pipeline))
+    scores, sums, top, vmax = score_stream(detector, samples, pipeline.cfg, keep, run_normaliser(pipeline))
     views = [str(v) for v in table["view"]]
-    threshold = verdict_threshold(pipeline, cfg.threshold, views)
+    threshold = verdict_threshold(pipeline, threshold_kind, views)
     scored = table[["image_path", "batch", "view", "label"]].assign(
         score=scores,
         threshold=threshold.for_views(views, len(views)).numpy(),
@@ -183,11 +210,24 @@ def inspect_folder(cfg: DictConfig, out: Path) -> Path:
     if nqi_table is not None:
         scored = scored.merge(nqi_table[["batch", "view", "nqi", "ucl", "out_of_control"]], on=["batch", "view"])
         batches = spc.batch_verdict(nqi_table, pipeline.cfg.scoring.spc.min_views)
+    return Judgement(scored, batches, [nqi_note], threshold, samples, top, vmax)
+
+
+def inspect_folder(cfg: DictConfig, out: Path) -> Path:
+    """Score every image under `cfg.data.root` and write report.html, report.csv and the overlays into `out`."""
+    run_id, tracking_uri = locate_run(str(cfg.run), cfg.mlflow.tracking_uri)
+    table = discover(cfg.data.root, cfg.data.layout)
+    validate_tables([table])  # a bad file stops the inspection before anything is downloaded or written
+    pipeline = download_pipeline(run_id, tracking_uri, out / "pipeline")
+    log.info("Scoring %d images of %s with run %s", len(table), cfg.data.root, run_id)
+    detector = load_detector(pipeline.cfg.model, pipeline.folder / "model.safetensors")
+    judged = judge(pipeline, detector, run_segmenter(pipeline), table, cfg.threshold, cfg.overlays, out / "masks")
+    scored = judged.scored
     overlay_paths = [""] * len(scored)
-    for index, (amap, object_mask) in top.items():
+    for index, (amap, object_mask) in judged.top.items():
         name = f"overlays/{index:04d}_{Path(table.iloc[index]['image_path']).stem}.png"
         (out / "overlays").mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(out / name), anomaly_overlay(samples[index].image, amap, object_mask, vmax))
+        cv2.imwrite(str(out / name), anomaly_overlay(judged.samples[index].image, amap, object_mask, judged.vmax))
         overlay_paths[index] = name
     scored = scored.assign(overlay=overlay_paths)
     scored.to_csv(out / "report.csv", index=False)
@@ -196,13 +236,13 @@ def inspect_folder(cfg: DictConfig, out: Path) -> Path:
         "store": tracking_uri,
         "experiment": str(pipeline.cfg.name),
         "images": str(cfg.data.root),
-        "threshold": f"{threshold.kind} ({threshold.method})",
+        "threshold": f"{judged.threshold.kind} ({judged.threshold.method})",
         "flagged": f"{int(scored['anomalous'].sum())} of {len(scored)} images",
     }
-    page = render_report(f"polydefect inspection: {Path(cfg.data.root).name}", summary, scored, batches, [nqi_note])
-    (out / "report.html").write_text(page)
-    if batches is not None:
-        batches.to_csv(out / "batches.csv", index=False)
+    title = f"polydefect inspection: {Path(cfg.data.root).name}"
+    (out / "report.html").write_text(render_report(title, summary, scored, judged.batches, judged.notes))
+    if judged.batches is not None:
+        judged.batches.to_csv(out / "batches.csv", index=False)
     return out
 
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from omegaconf import DictConfig, open_dict
+
+from helpers.tiny import compose_app, store_uri
 
 KINDS = ("scratch", "spot", "missing_blob")
 SIZE = 64  # square images, which the feature detectors see whole
@@ -91,3 +94,24 @@ def write_planted_mvtec(root: Path, train: int = 60, good: int = 10, per_kind: i
                 _write(root / "ground_truth" / kind / f"{index:03d}_mask.png", _plant(rng, image, mask, kind))
             _write(root / split / kind / f"{index:03d}.png", image)
     return root
+
+
+def planted_run_config(store: Path, data: Path, cache: Path, output: Path, *overrides: str) -> DictConfig:
+    """A seconds-long data=mvtec run on the planted parts at 64 px, its MLflow store in `store`; the whole frame
+    is the object unless the overrides name a segmenter."""
+    cfg = compose_app(
+        "data=mvtec",
+        f"data.root={data}",
+        "segmenter=none",
+        "preprocess.size=[64,64]",
+        "trainer=fast",
+        "trainer.limit_train_batches=1.0",
+        "data.batch_size=8",
+        "detect.samples=2",
+        f"paths.cache_dir={cache}",
+        f"mlflow.tracking_uri={store_uri(store)}",
+        *overrides,
+    )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output)
+    return cfg

@@ -22,19 +22,23 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: file does not exist")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    return decode_image(np.fromfile(str(path), dtype=np.uint8).tobytes(), str(path))
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """`read_image` of an encoded file's bytes (an upload); errors name the file as `name`."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if image is None:
-        raise ImageReadError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
+        raise ImageReadError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
     if image.dtype not in (np.uint8, np.uint16):
-        raise ImageReadError(f"{path}: unsupported pixel type {image.dtype}; expected 8- or 16-bit")
+        raise ImageReadError(f"{name}: unsupported pixel type {image.dtype}; expected 8- or 16-bit")
     if image.ndim == 3:
         if image.shape[2] == 4:
             image = image[:, :, :3]
         elif image.shape[2] == 1:
             image = image[:, :, 0]
         elif image.shape[2] != 3:
-            raise ImageReadError(f"{path}: {image.shape[2]} channels; expected grey or colour")
+            raise ImageReadError(f"{name}: {image.shape[2]} channels; expected grey or colour")
     return image
 
 

@@ -57,6 +57,15 @@ def nearest_distances(queries: Tensor, bank: Tensor, k: int = 1) -> Tensor:
     return search_distances(bank_index(bank), queries, k)
 
 
+def traced_distances(queries: Tensor, bank: Tensor, k: int = 1) -> Tensor:
+    """`search_distances` as tensor operations, for a traced graph (faiss cannot be traced): exact, with the
+    squared distances expanded in float64 so a large bank's norms do not cancel to noise."""
+    queries, bank = queries.double(), bank.double()
+    squared = queries.square().sum(1, keepdim=True) - 2 * queries @ bank.T + bank.square().sum(1)[None]
+    nearest = squared.topk(min(k, bank.shape[0]), dim=1, largest=False).values if k > 1 else squared.amin(1, True)
+    return nearest.clamp_min(0).sqrt().mean(1).to(torch.float32)
+
+
 def check_aggregation(aggregation: int) -> None:
     """`model.net.aggregation` must be an odd neighbourhood side, so the averaging stays centred on its patch."""
     if aggregation < 1 or aggregation % 2 == 0:
@@ -129,9 +138,12 @@ class PatchFeatureMemory(nn.Module):
         """(B, D, h, w) patch features (`embed`) -> (B, 1, h, w) distance of every patch to its nearest normal
         patches."""
         b, d, h, w = features.shape
+        queries = features.permute(0, 2, 3, 1).reshape(-1, d)
+        if torch.compiler.is_exporting():  # an ONNX graph (polydefect.export) searches the bank exactly itself
+            return traced_distances(queries, self.bank, self.k).reshape(b, 1, h, w)
         if self._index is None:
             self._index = bank_index(self.bank, self.search, self.hnsw_links, self.hnsw_ef)
-        distances = search_distances(self._index, features.permute(0, 2, 3, 1).reshape(-1, d), self.k)
+        distances = search_distances(self._index, queries, self.k)
         return distances.reshape(b, 1, h, w)
 
     def forward(self, images: Tensor) -> Tensor:

@@ -74,6 +74,10 @@ class RetrievalFeatureMemory(nn.Module):
         b, d, h, w = features.shape
         chosen = self.retrieve(self.describe(features))
         queries = features.reshape(b, d, -1).transpose(1, 2).float()  # (B, h*w, D)
+        if torch.compiler.is_exporting():  # a traced graph (polydefect.export): the whole batch at once
+            references = self.patches[chosen].reshape(b, -1, d).float()  # (B, n*P, D)
+            nearest = torch.cdist(queries, references).topk(min(self.k, references.shape[1]), dim=2, largest=False)
+            return nearest.values.mean(2).reshape(b, 1, h, w)
         maps = []
         for query, indices in zip(queries, chosen, strict=True):
             reference = self.patches[indices.to(self.patches.device)].reshape(-1, d).to(query)  # (n*P, D)

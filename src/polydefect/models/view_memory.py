@@ -110,21 +110,35 @@ class ViewFeatureMemory(nn.Module):
         distances = torch.empty(features.shape[0], *features.shape[-2:], device=features.device)
         for view in dict.fromkeys(views):
             rows = [i for i, v in enumerate(views) if v == view]
-            same_view = self.view_hashes == wanted[rows[0]]
-            if not same_view.any():
+            if not (self.view_hashes == wanted[rows[0]]).any():
                 raise RuntimeError(
                     f"no reference image of view {view!r}: the memory compares an image only with good training "
                     "images of its own view and domain (renders are other cameras), so train it on good images of "
                     "every view it scores (data=real or data=mixed, not data=synthetic, for real test batches), "
                     "all of them (trainer.limit_train_batches=1.0)"
                 )
-            allowed = same_view[None] & (self.image_hashes[None] != fingerprints[rows, None])  # (B_view, N)
-            alone = ~allowed.any(1)
-            if alone.any():  # the view's only reference: better a zero map than no score
+            allowed = self.references_allowed(wanted[rows], fingerprints[rows])
+            if (self.image_hashes[None] == fingerprints[rows, None])[allowed].any():
                 log.warning("view %r: an image is its view's only reference and is scored against itself", view)
-                allowed[alone] = same_view
             distances[rows] = self._distances(features[rows], allowed.to(features.device))
         return distances[:, None]
+
+    def references_allowed(self, wanted: Tensor, fingerprints: Tensor) -> Tensor:
+        """(B,) view-key hashes and (B,) image hashes -> (B, N) bool: the references of each image's view, less the
+        image itself, unless it is its view's only reference (better a zero map than no score)."""
+        same_view = self.view_hashes[None] == wanted[:, None]
+        allowed = same_view & (self.image_hashes[None] != fingerprints[:, None])
+        return allowed | (same_view & ~allowed.any(1, keepdim=True))  # logical ops: no bool Where in ONNX Runtime
+
+    def hashed_forward(self, images: Tensor, wanted: Tensor, fingerprints: Tensor) -> Tensor:
+        """`forward` with the view keys and the images' pixels given as hashes (a traced graph has no strings):
+        every reference is searched at once, the other views' barred. The caller checks the views are known."""
+        if self.radius is None:
+            raise ValueError("a view memory with model.net.radius=null searches per image and cannot be exported")
+        features = self.embed(images)
+        return windowed_nearest(features, self.features, self.radius, self.references_allowed(wanted, fingerprints))[
+            :, None
+        ]
 
     def _distances(self, queries: Tensor, allowed: Tensor) -> Tensor:
         """(B, D, h, w) queries of one view and the (B, N) references each may use -> (B, h, w) distances."""

@@ -29,7 +29,8 @@ class Detector(Protocol):
 
     checkpoint_monitor: str | None  # the logged metric whose lowest epoch is kept; None keeps the last epoch
     # True: trains on whole good images whose batches carry their view keys ("view"), not on windows, and its
-    # maps need the keys
+    # maps need the keys; such a detector also has `hashed_map(images, view_hashes, image_hashes)`, its map with
+    # the keys and the images' pixels as 64-bit hashes, which an exported graph computes (polydefect.export)
     needs_views: bool
 
     def fit(self) -> None:

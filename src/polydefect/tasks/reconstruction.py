@@ -102,7 +102,9 @@ class ReconstructionTask(DetectorTask):
         try:
             images = match_channels(images.to(self.device), self.net.in_channels)
             tiles, grid = split(images, self.hparams.core, self.hparams.window)
-            outputs = torch.cat([self.net(chunk) for chunk in tiles.split(self.hparams.chunk_size)])
+            # a traced graph (polydefect.export) takes every window at once: its batch size is not known
+            chunks = [tiles] if torch.compiler.is_exporting() else tiles.split(self.hparams.chunk_size)
+            outputs = torch.cat([self.net(chunk) for chunk in chunks])
         finally:
             self.train(was_training)
         return stitch(outputs, grid)

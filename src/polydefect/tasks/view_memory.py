@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -76,8 +76,16 @@ class ViewMemoryTask(OnePassTask):
         same view's good images: higher = more anomalous."""
         if views is None:
             raise ValueError("ViewMemoryTask.anomaly_map needs each image's view key (Sample.view_key)")
+        return self._image_map(images, lambda scaled: self.net(scaled, views))
+
+    def hashed_map(self, images: Tensor, view_hashes: Tensor, image_hashes: Tensor) -> Tensor:
+        """`anomaly_map` with the view keys and the images as 64-bit hashes (`key_hashes`, `image_fingerprints`),
+        what an exported graph computes (`polydefect.export`)."""
+        return self._image_map(images, lambda scaled: self.net.hashed_forward(scaled, view_hashes, image_hashes))
+
+    def _image_map(self, images: Tensor, distances_of: Callable[[Tensor], Tensor]) -> Tensor:
         images = images.to(self.device, torch.float32)
         scaled = self._scaled(images)
         with torch.autocast(images.device.type, enabled=False):  # distances between near-equal features
-            distances = self.net(scaled, views)
+            distances = distances_of(scaled)
         return patch_map_to_image(distances, scaled.shape[-2:], self.hparams.sigma, images.shape[-2:])
