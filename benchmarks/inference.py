@@ -16,7 +16,7 @@ from timing import best_rate
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from polydefect.data.datamodules import ImageDataset
+from polydefect.data.datasets import ImageDataset
 from polydefect.data.sample import LazySamples, load_samples
 from polydefect.data.tiling import grid_for
 from polydefect.pipeline.artifacts import score_test

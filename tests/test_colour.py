@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
 from polydefect.config import PreprocessConfig
-from polydefect.data.datamodules import WindowDataset, to_tensor
+from polydefect.data.datasets import WindowDataset, to_tensor
 from polydefect.data.layout import discover_mvtec
 from polydefect.data.preprocess import clahe, to_rgb_uint8
 from polydefect.data.sample import load_sample

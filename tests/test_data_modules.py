@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from polydefect.config import DataConfig, PreprocessConfig
-from polydefect.data.datamodules import ImageDataset, ReconstructionDataModule, SegmentationDataModule
+from polydefect.data.datamodules import ReconstructionDataModule, SegmentationDataModule
+from polydefect.data.datasets import ImageDataset
 from polydefect.data.io import read_image
 from polydefect.data.layout import DataLayoutError
 from polydefect.data.sample import load_sample

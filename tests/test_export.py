@@ -15,9 +15,9 @@ from helpers.tiny import compose_tiny, store_uri, trained_tiny_runs
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from polydefect.data.datamodules import ImageDataset
+from polydefect.data.datasets import ImageDataset
 from polydefect.data.sample import LazySamples
-from polydefect.export.bundle import export_bundle, test_scores
+from polydefect.export.bundle import export_bundle, logged_test_scores
 from polydefect.export.runtime import InspectionBundle
 from polydefect.inspect import download_pipeline
 from polydefect.pipeline.run import run
@@ -62,7 +62,7 @@ def assert_bundle_scores_as_the_run(run_id: str, tracking_uri: str, tmp_path: Pa
     """The bundle's maps equal the PyTorch detector's on the run's test images, and its scores and verdicts
     the scores the run logged and the verdicts its thresholds give them."""
     bundle = InspectionBundle.load(export_bundle(run_id, tracking_uri, tmp_path / "bundle"))
-    logged = test_scores(run_id, tracking_uri, tmp_path / "logged")
+    logged = logged_test_scores(run_id, tracking_uri, tmp_path / "logged")
     verified = bundle.manifest["verified"]
     assert verified["images"] == min(16, len(logged))
     assert verified["max_score_difference"] <= 1e-4 + 1e-5 * logged["score"].abs().max()
@@ -132,3 +132,10 @@ def test_a_bundle_missing_a_file_is_named(tiny_cae: tuple[str, str], tmp_path: P
     (bundle / "segmenter.onnx").unlink()
     with pytest.raises(FileNotFoundError, match=r"missing \['segmenter.onnx'\]"):
         InspectionBundle.load(bundle)
+
+
+def test_the_runtime_scores_without_the_training_stack() -> None:
+    """Loading the runtime imports neither Lightning nor MLflow: a line-side machine needs neither."""
+    probe = "import sys, polydefect.export.runtime; print(sorted({'lightning', 'mlflow'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"

@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from polydefect.config import DataConfig, PreprocessConfig
-from polydefect.data.datamodules import ImageDataset, ReconstructionDataModule
+from polydefect.data.datamodules import ReconstructionDataModule
+from polydefect.data.datasets import ImageDataset
 from polydefect.data.sample import load_sample
 from polydefect.data.splits import make_splits
 

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
-from helpers.mlflow_ui import CHROMEDRIVER, CHROMIUM, headless_chromium, mlflow_ui, show_runs
+from helpers.mlflow_ui import headless_chromium, mlflow_ui, require_chromium, show_runs
 from helpers.tiny import store_uri, trained_tiny_runs
 from mlflow.tracking import MlflowClient
-
-
-def require_chromium() -> None:
-    """Skip where the browser is missing (a laptop without it), but never in CI, which installs it."""
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{missing} missing: CI must install the Debian packages chromium and chromium-driver")
-        pytest.skip(f"{missing} not installed (Debian packages chromium, chromium-driver)")
 
 
 def test_the_mlflow_ui_lists_the_runs_of_the_store(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ from omegaconf import open_dict
 from torchmetrics.functional.classification import binary_auroc
 
 from polydefect.data.layout import discover
-from polydefect.inspect import download_pipeline, run_normaliser
+from polydefect.inspect import download_pipeline
+from polydefect.judging import run_normaliser
 from polydefect.pipeline.run import run
 
 DETECTORS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml"))

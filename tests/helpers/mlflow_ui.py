@@ -6,6 +6,7 @@ python tests/helpers/mlflow_ui.py --tracking-uri sqlite:///mlflow.db --out docs/
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import subprocess
@@ -16,6 +17,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
@@ -56,6 +59,15 @@ def mlflow_ui(tracking_uri: str, log: Path, timeout: float = 180) -> Iterator[st
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+
+
+def require_chromium() -> None:
+    """Skip where the browser is missing (a laptop without it), but never in CI, which installs it."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{missing} missing: CI must install the Debian packages chromium and chromium-driver")
+        pytest.skip(f"{missing} not installed (Debian packages chromium, chromium-driver)")
 
 
 @contextmanager

@@ -32,7 +32,8 @@ from polydefect.data.io import read_image
 from polydefect.export.files import COPIED, DETECTOR, FORMAT, FORMAT_VERSION, MANIFEST, SEGMENTER
 from polydefect.export.graphs import export_detector, export_segmenter_net
 from polydefect.export.runtime import InspectionBundle
-from polydefect.inspect import TrainedPipeline, download_pipeline, locate_run
+from polydefect.inspect import download_pipeline, locate_run
+from polydefect.judging import TrainedPipeline
 from polydefect.scoring.thresholds import ALL_VIEWS
 from polydefect.segmentation.base import build_segmenter
 from polydefect.tasks.base import load_detector
@@ -72,7 +73,7 @@ def known_views(pipeline: TrainedPipeline) -> list[str] | None:
     return sorted(per_view.values)
 
 
-def test_scores(run_id: str, tracking_uri: str, folder: Path) -> pd.DataFrame:
+def logged_test_scores(run_id: str, tracking_uri: str, folder: Path) -> pd.DataFrame:
     """The detect stage's scores of the run's test images (image_path, score, ...), as the PyTorch path made them."""
     client = MlflowClient(tracking_uri)
     parent = client.get_run(run_id)
@@ -136,7 +137,7 @@ def export_bundle(run: str, tracking_uri: str, out: Path, verify: int = 16) -> P
         work, bundle = Path(staging) / "run", Path(staging) / "bundle"
         bundle.mkdir()
         pipeline = download_pipeline(run_id, store, work)
-        scores = test_scores(run_id, store, work)
+        scores = logged_test_scores(run_id, store, work)
         present = scores[[Path(p).is_file() for p in scores["image_path"]]]
         content = write_bundle(pipeline, list(present["image_path"][:SHAPE_SAMPLE]), bundle)
         if verify and len(present):

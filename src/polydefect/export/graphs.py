@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from polydefect.export.files import IMAGE_HASHES, IMAGES, LOGITS, MAP, VIEW_HASHES
 from polydefect.tasks.base import DetectorTask
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256  # the largest batch an exported graph accepts
-IMAGES, VIEW_HASHES, IMAGE_HASHES, MAP, LOGITS = "images", "view_hashes", "image_hashes", "map", "logits"
 
 
 class MapGraph(nn.Module):

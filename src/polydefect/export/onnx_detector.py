@@ -12,7 +12,7 @@ import onnxruntime as ort
 import torch
 from torch import Tensor
 
-from polydefect.export.graphs import IMAGE_HASHES, IMAGES, VIEW_HASHES
+from polydefect.export.files import IMAGE_HASHES, IMAGES, VIEW_HASHES
 from polydefect.models.view_memory import image_fingerprints, key_hashes
 
 

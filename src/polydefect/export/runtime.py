@@ -19,7 +19,7 @@ from polydefect.data.io import ImageReadError, decode_image
 from polydefect.data.layout import COLUMNS, IMAGE_SUFFIXES
 from polydefect.export.files import DETECTOR, FORMAT, FORMAT_VERSION, MANIFEST, SEGMENTER
 from polydefect.export.onnx_detector import OnnxDetector, OnnxNet, cpu_session
-from polydefect.inspect import Judgement, judge, read_pipeline
+from polydefect.judging import Judgement, judge, read_pipeline
 from polydefect.reporting.overlay import anomaly_overlay
 from polydefect.segmentation.base import Segmenter, build_segmenter
 

@@ -57,13 +57,20 @@ def nearest_distances(queries: Tensor, bank: Tensor, k: int = 1) -> Tensor:
     return search_distances(bank_index(bank), queries, k)
 
 
+TRACED_CHUNK = 4096  # bank rows compared at once in a traced graph: its distance matrix stays queries x 4096
+
+
 def traced_distances(queries: Tensor, bank: Tensor, k: int = 1) -> Tensor:
-    """`search_distances` as tensor operations, for a traced graph (faiss cannot be traced): exact, with the
-    squared distances expanded in float64 so a large bank's norms do not cancel to noise."""
-    queries, bank = queries.double(), bank.double()
-    squared = queries.square().sum(1, keepdim=True) - 2 * queries @ bank.T + bank.square().sum(1)[None]
-    nearest = squared.topk(min(k, bank.shape[0]), dim=1, largest=False).values if k > 1 else squared.amin(1, True)
-    return nearest.clamp_min(0).sqrt().mean(1).to(torch.float32)
+    """`search_distances` as tensor operations, for a traced graph (faiss cannot be traced): exact, in float32 as
+    faiss' flat index computes it, over the bank in chunks of TRACED_CHUNK rows so memory stays bounded."""
+    query_norms = queries.square().sum(1, keepdim=True)
+    nearest = []
+    for start in range(0, bank.shape[0], TRACED_CHUNK):
+        rows = bank[start : start + TRACED_CHUNK]
+        squared = query_norms - 2 * queries @ rows.T + rows.square().sum(1)[None]
+        nearest.append(squared.topk(min(k, len(rows)), dim=1, largest=False).values)
+    squared = torch.cat(nearest, 1).topk(min(k, bank.shape[0]), dim=1, largest=False).values
+    return squared.clamp_min(0).sqrt().mean(1)
 
 
 def check_aggregation(aggregation: int) -> None:

@@ -29,7 +29,6 @@ from polydefect.scoring.thresholds import (
 
 log = logging.getLogger(__name__)
 IMAGE_METRICS = ("image_auroc", "image_auprc", "f1", "f2", "precision", "recall")
-SPC_LIMITS = "spc_limits.json"  # the control limits, beside thresholds.json in the evaluation artifacts
 BATCH_VERDICT = "batch_verdict.csv"  # one row per batch: views, views_out, mean_nqi, out_of_control
 
 
@@ -154,7 +153,7 @@ def batch_spc(cfg: DictConfig, scores: pd.DataFrame, folder: Path) -> pd.DataFra
     if len(reference) < 2:
         return None
     limits = spc.fit_control_limits(totals, reference, sigma=cfg.scoring.spc.sigma)
-    (folder / SPC_LIMITS).write_text(json.dumps(limits.to_dict(), indent=2))
+    (folder / spc.SPC_LIMITS).write_text(json.dumps(limits.to_dict(), indent=2))
     table = spc.nqi(totals, limits)
     table.to_csv(folder / "nqi.csv", index=False)
     spc.batch_verdict(table, cfg.scoring.spc.min_views).to_csv(folder / BATCH_VERDICT, index=False)

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+SPC_LIMITS = "spc_limits.json"  # the control limits, beside thresholds.json in a run's evaluation artifacts
+
 
 def totals_table(batches: Sequence[int], views: Sequence[str], totals: Sequence[float]) -> pd.DataFrame:
     """One row per image: columns batch, view, total (C); each (batch, view) may appear once."""

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from polydefect.data.datamodules import ImageDataset
+from polydefect.data.datasets import ImageDataset
 from polydefect.data.sample import Sample
 from polydefect.scoring.location import LocationNormaliser
 from polydefect.scoring.maps import smooth

@@ -1,0 +1,118 @@
+"""The inspection service for tests: a tiny CAE run's bundle, new batches to upload, and `python -m
+polydefect.serve` started for real on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import uvicorn
+from fastapi import FastAPI
+
+from helpers.mlflow_ui import free_port
+from helpers.thesis import write_thesis_fixture
+from helpers.tiny import store_uri, trained_tiny_runs
+
+DEFECTIVE = 2  # the scratched batch of `new_batches`
+
+
+def exported_bundle(root: Path) -> Path:
+    """The tiny CAE run (`trained_tiny_runs(root)`) exported as an inspection bundle, once per test session."""
+    from polydefect.export.bundle import export_bundle
+
+    folder = root / "bundle_tiny_cae"
+    if not folder.is_dir():  # the export moves a whole bundle into place, or nothing
+        export_bundle(trained_tiny_runs(root)["tiny_cae"], store_uri(root), folder)
+    return folder
+
+
+def new_batches(root: Path) -> Path:
+    """Three unseen thesis-layout batches of the tiny runs' views; batch 2 carries bright, 3 px wide scratches.
+
+    The tiny CAE, trained for a few steps, reconstructs the fixture's thin dark scratch no worse than the part
+    (its error grows with brightness after CLAHE), so the scratches are widened and drawn white: then every
+    image of batch 2 is above its threshold and the batch is out of control, as `polydefect.inspect` says too.
+    """
+    write_thesis_fixture(root, batches=3, positions=2, defective=(DEFECTIVE,))
+    batch = root / f"batch_{DEFECTIVE:02d}"
+    for defect_path in sorted((batch / "defect_masks").glob("*.png")):
+        image_path, object_path = batch / "images" / defect_path.name, batch / "object_masks" / defect_path.name
+        image, part = cv2.imread(str(image_path), 0), cv2.imread(str(object_path), 0)
+        defect = cv2.dilate(cv2.imread(str(defect_path), 0), np.ones((3, 3), np.uint8)) & part
+        image[defect > 0] = 255
+        cv2.imwrite(str(image_path), image)
+        cv2.imwrite(str(defect_path), defect)
+    return root
+
+
+def batch_files(images: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """A batch folder's images as the multipart `files` of an upload, in name order."""
+    return [("files", (path.name, path.read_bytes(), "image/png")) for path in sorted(images.glob("*.png"))]
+
+
+def upload(client: httpx.Client, images: Path, label: str = "") -> httpx.Response:
+    """POST a batch folder's images (each file's view is its stem) to a service or a TestClient."""
+    return client.post("/api/batches", files=batch_files(images), data={"label": label})
+
+
+@contextmanager
+def served_in_thread(app: FastAPI, timeout: float = 30) -> Iterator[str]:
+    """uvicorn serving `app` in a thread of this process on a free loopback port (no start-up imports to wait
+    for); yields its URL and stops it (uvicorn finishes its requests) afterwards."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn on 127.0.0.1:{port} did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+
+
+@contextmanager
+def served(bundle: Path, db: str, logs: Path, timeout: float = 120) -> Iterator[str]:
+    """`python -m polydefect.serve` on a free loopback port over `bundle` and `db`; yields its URL once /health
+    answers, and stops it (SIGTERM: uvicorn finishes its requests) afterwards."""
+    port = free_port()
+    args = [f"bundle={bundle}", f"db={db}", f"serve.port={port}", "serve.refresh_s=0", f"hydra.run.dir={logs}"]
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "console.log", "w") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "polydefect.serve", *args], stdout=output, stderr=subprocess.STDOUT
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if server.poll() is not None:
+                    log = (logs / "console.log").read_text()[-3000:]
+                    raise RuntimeError(f"polydefect.serve exited with {server.returncode}:\n{log}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"polydefect.serve on {url} not up after {timeout} s") from None
+                    time.sleep(0.3)
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
