@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from helpers.serve import DEFECTIVE, batch_files, exported_bundle, new_batches, served, served_in_thread, upload
+from helpers.serve import DEFECTIVE, batch_files, exported_bundle, new_batches, served, upload
 from helpers.tiny import store_uri, trained_tiny_runs
 from omegaconf import OmegaConf
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +26,7 @@ from polydefect.export.runtime import InspectionBundle, UploadedImage
 from polydefect.inspect import inspect_folder
 from polydefect.serve.app import create_app
 from polydefect.serve.store import Store
+from polydefect.serve.threaded import served_in_thread
 
 BATCHES = (1, 2, 3)
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -274,10 +275,8 @@ def upload_concurrently(url: str, batches: Path, clients: int, per_client: int) 
     return answers
 
 
-@pytest.mark.parametrize("per_client", [5, pytest.param(25, marks=pytest.mark.slow)])
-def test_four_concurrent_clients_lose_no_batch(
-    bundle: InspectionBundle, batches: Path, db_file: Path, per_client: int
-) -> None:
+def test_four_concurrent_clients_lose_no_batch(bundle: InspectionBundle, batches: Path, db_file: Path) -> None:
+    per_client = 25
     with served_in_thread(create_app(bundle, Store(f"sqlite:///{db_file}"), max_request_mb=8)) as url:
         answers = upload_concurrently(url, batches, clients=4, per_client=per_client)
         metrics = httpx.get(f"{url}/metrics").text

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,12 +13,10 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
-import uvicorn
-from fastapi import FastAPI
 
-from helpers.mlflow_ui import free_port
 from helpers.thesis import write_thesis_fixture
 from helpers.tiny import store_uri, trained_tiny_runs
+from polydefect.serve.threaded import free_port
 
 DEFECTIVE = 2  # the scratched batch of `new_batches`
 
@@ -61,26 +58,6 @@ def batch_files(images: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
 def upload(client: httpx.Client, images: Path, label: str = "") -> httpx.Response:
     """POST a batch folder's images (each file's view is its stem) to a service or a TestClient."""
     return client.post("/api/batches", files=batch_files(images), data={"label": label})
-
-
-@contextmanager
-def served_in_thread(app: FastAPI, timeout: float = 30) -> Iterator[str]:
-    """uvicorn serving `app` in a thread of this process on a free loopback port (no start-up imports to wait
-    for); yields its URL and stops it (uvicorn finishes its requests) afterwards."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"uvicorn on 127.0.0.1:{port} did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout)
 
 
 @contextmanager
