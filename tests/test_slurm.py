@@ -75,7 +75,7 @@ def test_a_cancelled_job_leaves_no_run_running_and_a_rerun_resumes_from_the_stag
         jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split()
         assert len(jobs) == 1
         subprocess.run(["scancel", jobs[0]], check=True)
-        _wait(lambda: launcher.poll() is not None, "the launcher to see the job fail", slurm.kill_wait_s + 60)
+        _wait(lambda: launcher.poll() is not None, "the launcher to see the job fail", slurm.kill_wait_s + 180)
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGINT)

@@ -1,6 +1,6 @@
 """The MLflow UI on loopback over a store, seen through headless Chromium; also makes the docs screenshot:
 
-python tests/helpers/mlflow_ui.py --tracking-uri sqlite:///mlflow.db --out docs/images/mlflow_ui.png
+PYTHONPATH=tests python -m helpers.mlflow_ui --tracking-uri sqlite:///mlflow.db --out docs/images/mlflow_ui.png
 """
 
 from __future__ import annotations
@@ -8,17 +8,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from helpers.services_http import http_server
 from polydefect.serve.threaded import free_port
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -30,30 +29,8 @@ def mlflow_ui(tracking_uri: str, log: Path, timeout: float = 180) -> Iterator[st
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with open(log, "w") as output:
-        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(f"mlflow server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"mlflow server on {url} not up after {timeout} s") from None
-                    time.sleep(1)
-            yield url
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    with http_server(command, port, log, "mlflow server", timeout) as url:
+        yield url
 
 
 def require_chromium() -> None:

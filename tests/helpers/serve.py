@@ -3,9 +3,7 @@ polydefect.serve` started for real on loopback."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +12,7 @@ import cv2
 import httpx
 import numpy as np
 
+from helpers.services_http import http_server
 from helpers.thesis import write_thesis_fixture
 from helpers.tiny import store_uri, trained_tiny_runs
 from polydefect.serve.threaded import free_port
@@ -67,29 +66,6 @@ def served(bundle: Path, db: str, logs: Path, timeout: float = 120) -> Iterator[
     port = free_port()
     args = [f"bundle={bundle}", f"db={db}", f"serve.port={port}", "serve.refresh_s=0", f"hydra.run.dir={logs}"]
     logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / "console.log", "w") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "polydefect.serve", *args], stdout=output, stderr=subprocess.STDOUT
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if server.poll() is not None:
-                    log = (logs / "console.log").read_text()[-3000:]
-                    raise RuntimeError(f"polydefect.serve exited with {server.returncode}:\n{log}")
-                try:
-                    if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"polydefect.serve on {url} not up after {timeout} s") from None
-                    time.sleep(0.3)
-            yield url
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    command = [sys.executable, "-m", "polydefect.serve", *args]
+    with http_server(command, port, logs / "console.log", "polydefect.serve", timeout) as url:
+        yield url
