@@ -59,6 +59,11 @@ def input_shape(cfg: DictConfig, test_images: list[str]) -> tuple[int, int]:
     return shapes.pop()
 
 
+def input_channels(cfg: DictConfig) -> int:
+    """Channels of the preprocessed images: RGB with `preprocess.colour`, else grey."""
+    return 3 if cfg.preprocess.get("colour", False) else 1
+
+
 def raw_image_shape(test_images: list[str]) -> list[int] | None:
     """(H, W) every new image must have: the run's test images' size where they share one, else None (any)."""
     shapes = {read_image(path).shape[:2] for path in test_images}
@@ -85,6 +90,7 @@ def logged_test_scores(run_id: str, tracking_uri: str, folder: Path) -> pd.DataF
 
 
 def manifest(pipeline: TrainedPipeline, shape: tuple[int, int], raw_shape: list[int] | None, files: list[str]) -> dict:
+    """What the bundle is and takes: read first by the runtime (`runtime.read_manifest`) and by whoever deploys it."""
     cfg = pipeline.cfg
     return {
         "format": FORMAT,
@@ -93,7 +99,7 @@ def manifest(pipeline: TrainedPipeline, shape: tuple[int, int], raw_shape: list[
         "experiment": str(cfg.name),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "detector": str(cfg.model._target_),
-        "input": {"channels": 3 if cfg.preprocess.get("colour", False) else 1, "height": shape[0], "width": shape[1]},
+        "input": {"channels": input_channels(cfg), "height": shape[0], "width": shape[1]},
         "image_shape": raw_shape,
         "views": known_views(pipeline),
         "files": sorted(files),
@@ -105,9 +111,8 @@ def write_bundle(pipeline: TrainedPipeline, test_images: list[str], folder: Path
     """Export the run's networks and copy its fitted settings into `folder`; returns the manifest."""
     cfg = pipeline.cfg
     shape = input_shape(cfg, test_images)
-    channels = 3 if cfg.preprocess.get("colour", False) else 1
     detector = load_detector(cfg.model, pipeline.folder / "model.safetensors")
-    export_detector(detector, channels, shape, folder / DETECTOR)
+    export_detector(detector, input_channels(cfg), shape, folder / DETECTOR)
     files = [DETECTOR]
     if (pipeline.folder / "unet.safetensors").is_file():
         segmenter = build_segmenter(cfg.segmenter).load(pipeline.folder / "unet.safetensors")
