@@ -17,13 +17,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from helpers.planted import planted_run_config, write_planted_mvtec
 from helpers.serve import DEFECTIVE, batch_files, exported_bundle, new_batches, served, upload
 from helpers.tiny import store_uri, trained_tiny_runs
 from omegaconf import OmegaConf
 from sqlalchemy.exc import IntegrityError
 
+from polydefect.export.bundle import export_bundle
 from polydefect.export.runtime import InspectionBundle, UploadedImage
 from polydefect.inspect import inspect_folder
+from polydefect.pipeline.run import run
 from polydefect.serve.app import create_app
 from polydefect.serve.store import Store
 from polydefect.serve.threaded import served_in_thread
@@ -327,3 +330,28 @@ def test_postgresql_keeps_concurrent_batches_whole(bundle: InspectionBundle, bat
     summaries = store.summaries(100)
     assert len(summaries) == 20 and {(s.label, s.images, s.out_of_control) for s in summaries} == {("pg", 4, True)}
     assert store.overlay(store.batch(summaries[0].id).images[0].id) == result.images[0].overlay_png
+
+
+def test_an_mvtec_layout_bundle_is_served_without_views_or_control_limits(tmp_path: Path) -> None:
+    """A run on an MVTec-layout folder has one view ("all") and no batches of views: uploads need no views, the
+    verdicts come from the threshold alone, and the page says why it draws no chart. The planted defects score
+    above the good parts."""
+    data = write_planted_mvtec(tmp_path / "parts")
+    detector = ["model=patchcore", "model.input_size=128"]
+    cfg = planted_run_config(tmp_path, data, tmp_path / "cache", tmp_path / "out", *detector)
+    bundle = InspectionBundle.load(export_bundle(run(cfg)["run_id"], store_uri(tmp_path), tmp_path / "bundle"))
+    assert bundle.views == ["all"]
+    files = sorted((data / "test").glob("*/*.png"))
+    with TestClient(create_app(bundle, Store(f"sqlite:///{tmp_path / 'serve.db'}"), max_request_mb=8)) as client:
+        answer = client.post("/api/batches", files=[("files", (f.name, f.read_bytes(), "image/png")) for f in files])
+        assert answer.status_code == 201, answer.text
+        batch = answer.json()
+        assert batch["out_of_control"] is None and "no control limits" in batch["note"]
+        assert {image["view"] for image in batch["images"]} == {"all"}
+        assert all(image["nqi"] is None for image in batch["images"])
+        scores = {True: [], False: []}
+        for file, image in zip(files, batch["images"], strict=True):
+            scores[file.parent.name != "good"].append(image["score"])
+        pairs = [d > g for d in scores[True] for g in scores[False]]
+        assert sum(pairs) / len(pairs) >= 0.8  # the image AUROC of the service's scores
+        assert "No batch with nQI stored yet" in client.get("/").text

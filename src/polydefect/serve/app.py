@@ -3,7 +3,8 @@ health and metrics.
 
 Routes:
     POST /api/batches        multipart: `files` (the images), optional `views` (one per file, in order; default:
-                             each file's stem) and `label`; 201 with the stored batch, 422 naming a bad file,
+                             the bundle's only view, or each file's stem) and `label`; 201 with the stored
+                             batch, 422 naming a bad file,
                              413 over `serve.max_request_mb`
     GET  /api/batches        the newest batches (`?limit=`), newest first
     GET  /api/batches/{id}   one batch with its images
@@ -85,8 +86,9 @@ def batch_json(batch: BatchRow) -> dict[str, Any]:
     }
 
 
-async def parse_upload(form: FormData) -> tuple[list[UploadedImage], str]:
-    """The form's files with their views (the `views` list in the files' order, or each file's stem) and label."""
+async def parse_upload(form: FormData, only_view: str | None = None) -> tuple[list[UploadedImage], str]:
+    """The form's files with their views and label. Without a `views` list, every file's view is `only_view`
+    where the bundle knows one view (MVTec layout: "all"), else each file's stem (thesis layout: p01_c0)."""
     unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
     if unknown:
         raise FormError(f"unknown form field(s) {unknown}: an upload has {', '.join(FORM_FIELDS)}")
@@ -101,7 +103,7 @@ async def parse_upload(form: FormData) -> tuple[list[UploadedImage], str]:
             "or none (each file's view is then its stem, e.g. p01_c0.png -> p01_c0)"
         )
     names = [file.filename or f"file {index + 1}" for index, file in enumerate(files)]
-    views = views or [Path(name).stem for name in names]
+    views = views or [only_view or Path(name).stem for name in names]
     images = [UploadedImage(name=n, view=v, data=await f.read()) for n, v, f in zip(names, views, files, strict=True)]
     return images, label
 
@@ -128,6 +130,7 @@ def create_app(
     app = FastAPI(title="polydefect line inspection", summary=f"inspection bundle of run {bundle.run_id}")
     app.add_middleware(RequestSizeLimit, max_mb=max_request_mb)
     scoring = threading.Lock()
+    only_view = bundle.views[0] if bundle.views is not None and len(bundle.views) == 1 else None
 
     def score(images: list[UploadedImage]) -> tuple[BatchResult, float]:
         with scoring:
@@ -139,7 +142,7 @@ def create_app(
     async def upload(request: Request) -> JSONResponse:
         async with request.form() as form:
             try:
-                images, label = await parse_upload(form)
+                images, label = await parse_upload(form, only_view)
                 result, seconds = await run_in_threadpool(score, images)
             except (BadInput, FormError) as error:
                 return JSONResponse({"detail": str(error), "file": error.file}, status_code=422)
