@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 SHAPE_SAMPLE = 16  # the run's test images read for the size new images must have
 
 
-def input_shape(cfg: DictConfig, test_images: list[str]) -> tuple[int, int]:
-    """(H, W) of the run's images after preprocessing: `preprocess.size`, or the images' own size."""
+def input_shape(cfg: DictConfig, image_shapes: set[tuple[int, int]]) -> tuple[int, int]:
+    """(H, W) of the run's images after preprocessing: `preprocess.size`, or the images' own size (one of
+    `image_shapes`, the run's test images' sizes)."""
     if cfg.preprocess.size:
         width, height = (int(v) for v in cfg.preprocess.size)
         return height, width
@@ -53,21 +54,16 @@ def input_shape(cfg: DictConfig, test_images: list[str]) -> tuple[int, int]:
             "preprocess.size: the run crops each image to its part (preprocess.crop_margin) and keeps every crop's "
             "own size, so its detector sees images of every size; export needs runs with a fixed preprocess.size"
         )
-    shapes = {read_image(path).shape[:2] for path in test_images}
-    if len(shapes) != 1:
-        raise ValueError(f"preprocess.size: null and the run's test images have {len(shapes)} sizes; export needs one")
-    return shapes.pop()
+    if len(image_shapes) != 1:
+        raise ValueError(
+            f"preprocess.size: null and the run's test images have {len(image_shapes)} sizes; export needs one"
+        )
+    return next(iter(image_shapes))
 
 
 def input_channels(cfg: DictConfig) -> int:
     """Channels of the preprocessed images: RGB with `preprocess.colour`, else grey."""
     return 3 if cfg.preprocess.get("colour", False) else 1
-
-
-def raw_image_shape(test_images: list[str]) -> list[int] | None:
-    """(H, W) every new image must have: the run's test images' size where they share one, else None (any)."""
-    shapes = {read_image(path).shape[:2] for path in test_images}
-    return list(shapes.pop()) if len(shapes) == 1 else None
 
 
 def known_views(pipeline: TrainedPipeline) -> list[str] | None:
@@ -110,7 +106,8 @@ def manifest(pipeline: TrainedPipeline, shape: tuple[int, int], raw_shape: list[
 def write_bundle(pipeline: TrainedPipeline, test_images: list[str], folder: Path) -> dict:
     """Export the run's networks and copy its fitted settings into `folder`; returns the manifest."""
     cfg = pipeline.cfg
-    shape = input_shape(cfg, test_images)
+    image_shapes = {read_image(path).shape[:2] for path in test_images}
+    shape = input_shape(cfg, image_shapes)
     detector = load_detector(cfg.model, pipeline.folder / "model.safetensors")
     export_detector(detector, input_channels(cfg), shape, folder / DETECTOR)
     files = [DETECTOR]
@@ -122,7 +119,9 @@ def write_bundle(pipeline: TrainedPipeline, test_images: list[str], folder: Path
         if (pipeline.folder / name).is_file():
             shutil.copy2(pipeline.folder / name, folder / name)
             files.append(name)
-    content = manifest(pipeline, shape, raw_image_shape(test_images), [*files, MANIFEST])
+    # every new image must have the size of the run's test images where they share one; else any size goes
+    raw_shape = list(next(iter(image_shapes))) if len(image_shapes) == 1 else None
+    content = manifest(pipeline, shape, raw_shape, [*files, MANIFEST])
     (folder / MANIFEST).write_text(json.dumps(content, indent=2))
     return content
 

@@ -57,29 +57,27 @@ def image_json(image: ImageRow) -> dict[str, Any]:
     }
 
 
-def summary_json(summary: BatchSummary) -> dict[str, Any]:
-    return {
-        "id": summary.id,
-        "url": f"/batches/{summary.id}",
-        "received": summary.received.isoformat() + "Z",
-        "label": summary.label,
-        "out_of_control": summary.out_of_control,
-        "views_out": summary.views_out,
-        "images": summary.images,
-        "flagged": summary.flagged,
-    }
-
-
-def batch_json(batch: BatchRow) -> dict[str, Any]:
-    """A stored batch as the API answers it: images in upload order, overlays as URLs."""
+def verdict_json(batch: BatchRow | BatchSummary) -> dict[str, Any]:
+    """What the batch list and a batch's own answer share: its id, page, time, label and SPC verdict."""
     return {
         "id": batch.id,
         "url": f"/batches/{batch.id}",
         "received": batch.received.isoformat() + "Z",
         "label": batch.label,
-        "run_id": batch.run_id,
         "out_of_control": batch.out_of_control,
         "views_out": batch.views_out,
+    }
+
+
+def summary_json(summary: BatchSummary) -> dict[str, Any]:
+    return {**verdict_json(summary), "images": summary.images, "flagged": summary.flagged}
+
+
+def batch_json(batch: BatchRow) -> dict[str, Any]:
+    """A stored batch as the API answers it: images in upload order, overlays as URLs."""
+    return {
+        **verdict_json(batch),
+        "run_id": batch.run_id,
         "note": batch.note,
         "scoring_seconds": batch.scoring_seconds,
         "images": [image_json(image) for image in batch.images],
