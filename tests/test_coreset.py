@@ -1,11 +1,12 @@
-"""Greedy coreset selection: deterministic, covering, and spread over well-separated clusters."""
+"""Greedy coreset selection: deterministic, covering, and spread over well-separated clusters; built batch by batch,
+it keeps the same bank while holding only the projected rows."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from polydefect.models.coreset import greedy_coreset
+from polydefect.models.coreset import CoresetBuilder, greedy_coreset
 
 
 def _coverage_radius(points: torch.Tensor, chosen: torch.Tensor) -> float:
@@ -54,3 +55,23 @@ def test_ratio_one_keeps_every_point_and_ratios_outside_zero_one_are_errors(poin
     assert torch.equal(greedy_coreset(points, 1.0), torch.arange(len(points)))
     with pytest.raises(ValueError, match="model.bank_ratio"):
         greedy_coreset(points, 0.0)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 1.0])
+def test_rows_added_batch_by_batch_give_the_bank_of_the_whole_array(ratio: float) -> None:
+    features = torch.randn(1000, 48, generator=torch.Generator().manual_seed(2))
+    builder = CoresetBuilder(ratio, projection_dim=16, chunk_size=300, seed=5)
+    for batch in features.split(64):  # batches that straddle the chunks
+        builder.add(batch)
+    assert sum(rows.shape[1] for rows in builder.projected) in (0, 16 * len(builder.projected))  # held: projected
+    bank = builder.finish()
+    expected = features[greedy_coreset(features, ratio, projection_dim=16, chunk_size=300, seed=5)]
+    assert bank.dtype == torch.float32 and torch.equal(bank, expected)
+    assert builder.spill.closed
+
+
+def test_a_builder_without_rows_says_so() -> None:
+    with pytest.raises(RuntimeError, match="no features"):
+        CoresetBuilder(0.1).finish()
+    with pytest.raises(ValueError, match="model.bank_ratio"):
+        CoresetBuilder(1.5)

@@ -56,7 +56,7 @@ def fitted() -> MemoryBankTask:
 def test_fit_keeps_the_bank_ratio_of_the_collected_patch_features(fitted: MemoryBankTask) -> None:
     patches_per_image = 8 * 8  # 64 px input at stride 8
     assert len(fitted.net.bank) == pytest.approx(0.25 * 8 * patches_per_image, abs=1)
-    assert fitted.collected == []
+    assert fitted.coreset is None  # the collected features are gone with the fit
 
 
 def test_defective_images_score_higher_and_peak_on_the_defect(fitted: MemoryBankTask) -> None:
@@ -100,7 +100,7 @@ def test_features_collected_under_autocast_are_kept_in_float32() -> None:
     task = _task()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         task.collect(_tiles(2, seed=0))
-    assert task.collected[0].dtype == torch.float32
+    assert task.coreset.projected[0].dtype == torch.float32
 
 
 def test_scoring_before_fit_says_to_call_fit() -> None:

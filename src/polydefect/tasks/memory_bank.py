@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from polydefect.models.coreset import greedy_coreset
+from polydefect.models.coreset import CoresetBuilder
 from polydefect.models.feature_memory import PatchFeatureMemory
 from polydefect.tasks.base import DetectorTask
 from polydefect.tasks.patch_maps import PatchMapTask
@@ -83,35 +83,38 @@ class MemoryBankTask(PatchMapTask, OnePassTask):
         self.rotations = check_rotations(rotations)
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
-        self.collected: list[Tensor] = []  # (N_i, D) patch features per training batch, on the CPU
+        self.coreset: CoresetBuilder | None = None  # the features collected for `fit()`, from the first collect()
 
     def start_collection(self) -> None:
         """Forget the features collected so far: a new pass over the training images begins."""
-        self.collected = []
+        if self.coreset is not None:
+            self.coreset.close()
+        self.coreset = None
 
     @torch.no_grad()
     def collect(self, images: Tensor) -> int:
         """Store the patch features of good images (B, C, H, W), and of their turned copies (`rotations`), for
-        `fit()`; returns how many are stored. They are kept in float32 whatever the training precision: the
-        coreset runs on the CPU."""
+        `fit()`; returns how many were collected so far. They go to the coreset in float32 whatever the training
+        precision: it holds their projection in memory and the rows themselves on disk until `fit()`."""
+        if self.coreset is None:
+            settings = self.hparams
+            self.coreset = CoresetBuilder(
+                settings.bank_ratio, settings.projection_dim, settings.chunk_size, settings.seed
+            )
         for copy in turned_copies(images, self.rotations):
             features = self.embed_input(copy)
-            self.collected.append(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float().cpu())
-        return sum(len(f) for f in self.collected)
+            seen = self.coreset.add(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]))
+        return seen
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.log("train/features", float(self.collect(batch["image"])), on_step=True, batch_size=1)
 
     def fit(self) -> None:
-        """Build the bank from the collected features with the greedy coreset, then free them."""
-        if not self.collected:
+        """Build the bank from the coreset of the collected features, then drop them."""
+        if self.coreset is None:
             raise RuntimeError("MemoryBankTask.fit(): no features collected; run trainer.fit on good images first")
-        features = torch.cat(self.collected)
-        chosen = greedy_coreset(
-            features, self.hparams.bank_ratio, self.hparams.projection_dim, self.hparams.chunk_size, self.hparams.seed
-        )
-        self.net.remember(features[chosen])
-        self.collected = []
+        self.net.remember(self.coreset.finish())
+        self.coreset = None
 
     def patch_map(self, features: Tensor) -> Tensor:
         """(B, D, h, w) features -> (B, 1, h, w) distance of each patch to the bank: higher = more anomalous."""
