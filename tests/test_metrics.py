@@ -110,6 +110,15 @@ def test_aupro_agrees_with_a_threshold_by_threshold_reference(limit: float):
         assert evaluate(records, ["aupro"])["aupro"] == pytest.approx(expected_inside, abs=1e-12)
 
 
+def test_pixel_metrics_of_float16_maps_equal_those_of_their_float32_values():
+    """Evaluation reads the archived float16 maps as they are (half the memory): the ranks, hence the metrics,
+    are those of the same values in float32."""
+    records = _pixel_records(seed=3)
+    half = records | {"anomaly_map": records["anomaly_map"].half()}
+    single = records | {"anomaly_map": half["anomaly_map"].float()}
+    assert evaluate(half, ["pixel_auroc", "aupro"]) == evaluate(single, ["pixel_auroc", "aupro"])
+
+
 def test_aupro_of_a_perfect_map_is_one_and_of_a_map_without_regions_is_nan():
     masks = torch.zeros(2, 1, 16, 16, dtype=torch.bool)
     masks[0, 0, 4:8, 4:8] = True

@@ -49,6 +49,20 @@ def load_arrays(path: Path, row_ids: Sequence[str], dtype: type = np.float32) ->
         return [archive[row_id].astype(dtype) for row_id in row_ids]
 
 
+def stacked_arrays(path: Path, row_ids: Sequence[str], dtype: type) -> np.ndarray | None:
+    """The arrays saved under these row ids as one (N, 1, H, W) array, filled in place (no list beside it, so a
+    test set's maps are held once); None where they differ in size."""
+    with np.load(path) as archive:
+        first = archive[row_ids[0]]
+        stacked = np.empty((len(row_ids), 1, *first.shape), dtype)
+        for index, row_id in enumerate(row_ids):
+            array = first if index == 0 else archive[row_id]
+            if array.shape != first.shape:
+                return None
+            stacked[index, 0] = array
+    return stacked
+
+
 def panel_rows(test: pd.DataFrame, count: int) -> list[str]:
     """Row ids of the test images drawn as panels: the first (count + 1) // 2 defective and count // 2 good."""
     defective = list(test.loc[test["label"] == 1, "row_id"])[: (count + 1) // 2]

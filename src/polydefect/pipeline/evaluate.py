@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from polydefect.data.sample import load_sample
 from polydefect.evaluation import plots
 from polydefect.evaluation.metrics import evaluate as compute_metrics
-from polydefect.pipeline.artifacts import load_arrays
+from polydefect.pipeline.artifacts import stacked_arrays
 from polydefect.pipeline.detect import DetectResult
 from polydefect.scoring import spc
 from polydefect.scoring.thresholds import (
@@ -85,16 +85,22 @@ def image_metrics(
 
 
 def _pixel_records(detection: DetectResult) -> dict[str, torch.Tensor] | None:
-    """Test maps, defect masks and object masks as (N, 1, H, W) tensors; None without pixel annotations or
-    with maps of different sizes. A defective image without a defect mask file has no pixel truth: its object
-    mask is emptied, which leaves its pixels out of every pixel metric instead of counting them as good."""
+    """Test maps (in their archived float16: the ranks every pixel metric reads are those of the archive), defect
+    masks and object masks as (N, 1, H, W) tensors; None without pixel annotations or with maps of different sizes.
+    A defective image without a defect mask file has no pixel truth: its object mask is emptied, which leaves its
+    pixels out of every pixel metric instead of counting them as good."""
     test = detection.scores[detection.scores["role"] == "test"].reset_index(drop=True)
     rows = list(test["row_id"])
-    defects = load_arrays(detection.folder / "test_defect_masks.npz", rows, bool)
-    if not any(mask.any() for mask in defects):
+    if not rows:
         return None
-    maps = load_arrays(detection.folder / "test_maps.npz", rows)
-    objects = load_arrays(detection.folder / "test_object_masks.npz", rows, bool)
+    defects = stacked_arrays(detection.folder / "test_defect_masks.npz", rows, bool)
+    maps = stacked_arrays(detection.folder / "test_maps.npz", rows, np.float16)
+    if defects is None or maps is None:
+        log.info("pixel metrics skipped: the test maps have different sizes")
+        return None
+    if not defects.any():
+        return None
+    objects = stacked_arrays(detection.folder / "test_object_masks.npz", rows, bool)
     unmarked = np.flatnonzero(((test["label"] == 1) & test["defect_mask_path"].isna()).to_numpy())
     if len(unmarked):
         log.warning(
@@ -102,14 +108,11 @@ def _pixel_records(detection: DetectResult) -> dict[str, torch.Tensor] | None:
             len(unmarked),
             test.loc[unmarked[0], "image_path"],
         )
-        for index in unmarked:
-            objects[index] = np.zeros_like(objects[index])
-    shapes = {m.shape for m in maps}
-    if len(shapes) > 1:
-        log.info("pixel metrics skipped: test maps have different sizes %s", sorted(shapes))
-        return None
-    stack = lambda arrays: torch.from_numpy(np.stack(arrays)[:, None])  # noqa: E731  (N, 1, H, W)
-    return {"anomaly_map": stack(maps), "defect_mask": stack(defects), "object_mask": stack(objects)}
+        objects[unmarked] = False
+    return {
+        name: torch.from_numpy(array)
+        for name, array in (("anomaly_map", maps), ("defect_mask", defects), ("object_mask", objects))
+    }
 
 
 def pixel_metrics(records: dict[str, torch.Tensor] | None) -> dict[str, float]:
@@ -208,7 +211,7 @@ def draw_defect_gallery(
     if not chosen:
         return
     images = [load_sample(test.loc[i], cfg.preprocess).image.astype(np.float32) / 255.0 for i in chosen]
-    maps = [records["anomaly_map"][i, 0].numpy() for i in chosen]
+    maps = [records["anomaly_map"][i, 0].numpy().astype(np.float32) for i in chosen]
     defects = [records["defect_mask"][i, 0].numpy() for i in chosen]
     titles = [str(test.loc[i, "defect_type"]) for i in chosen]
     plots.save_figure(plots.defect_gallery(images, maps, defects, titles, per_type), folder / "defect_maps.png")
