@@ -98,7 +98,8 @@ class CoresetBuilder:
         self.generator = torch.Generator().manual_seed(seed)
         self.projection: Tensor | None = None
         self.projected: list[Tensor] = []
-        self.spill = tempfile.TemporaryFile(prefix="polydefect_features_")  # removed when closed
+        # open for the builder's life (closed by finish() or close()); the file is removed when closed
+        self.spill = tempfile.TemporaryFile(prefix="polydefect_features_")  # noqa: SIM115
         self.dims = 0
         self.seen = 0
 
