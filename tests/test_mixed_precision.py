@@ -11,7 +11,7 @@ import torch
 from helpers.tiny import untrained_tiny_cae
 from omegaconf import open_dict
 
-from polydefect.pipeline.artifacts import load_arrays, score_test
+from polydefect.pipeline.artifacts import score_test, stacked_arrays
 from polydefect.scoring.maps import smooth
 from polydefect.scoring.stream import scoring_autocast
 
@@ -51,8 +51,8 @@ def test_an_autoencoder_scored_in_bf16_mixed_precision_ranks_like_float32(tmp_pa
         folder = tmp_path / precision
         folder.mkdir()
         scores, _ = score_test(task, samples, cfg, test, folder)
-        maps = load_arrays(folder / "test_maps.npz", list(test["row_id"]))
-        results[precision] = scores, np.concatenate([m.ravel() for m in maps])
+        maps = stacked_arrays(folder / "test_maps.npz", list(test["row_id"]), np.float32)
+        results[precision] = scores, maps.ravel()
     (full_scores, full_maps), (mixed_scores, mixed_maps) = results["32-true"], results["bf16-mixed"]
     assert np.isfinite(mixed_maps).all() and not np.array_equal(full_maps, mixed_maps)  # autocast did run
     assert np.corrcoef(full_maps, mixed_maps)[0, 1] > 0.99

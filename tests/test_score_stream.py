@@ -11,7 +11,7 @@ import torch
 from helpers.tiny import untrained_tiny_cae
 from omegaconf import open_dict
 
-from polydefect.pipeline.artifacts import PANEL_SIDE, NpzWriter, at_figure_size, load_arrays, panel_rows, score_test
+from polydefect.pipeline.artifacts import PANEL_SIDE, NpzWriter, at_figure_size, panel_rows, score_test, stacked_arrays
 from polydefect.scoring.stream import iter_scores
 
 
@@ -51,9 +51,9 @@ def test_panels_hold_the_inputs_reconstructions_and_maps_of_the_picked_images(sc
         images = torch.from_numpy(panels["images"])
         expected = scored["reconstruct"](images).numpy()
         assert np.allclose(panels["reconstructions"], expected, atol=1e-5)
-        maps = load_arrays(scored["folder"] / "test_maps.npz", chosen)
+        maps = stacked_arrays(scored["folder"] / "test_maps.npz", chosen, np.float16)
         for row, amap in enumerate(maps):
-            assert np.allclose(panels["maps"][row, 0], amap, atol=1e-2)  # archived as float16
+            assert np.allclose(panels["maps"][row, 0], amap[0], atol=1e-2)  # archived as float16
 
 
 def test_maps_are_archived_under_the_row_ids_of_their_images(scored) -> None:
@@ -67,9 +67,10 @@ def test_the_archive_writer_keeps_each_array_under_its_row_id(tmp_path: Path) ->
     with NpzWriter(tmp_path / "a.npz") as writer:
         for name, array in arrays.items():
             writer.add(name, array)
-    names = list(reversed(arrays))
-    loaded = load_arrays(tmp_path / "a.npz", names, np.float16)
-    assert [a.tolist() for a in loaded] == [arrays[name].astype(np.float16).tolist() for name in names]
+    names = list(reversed(arrays))[1:]  # the maps, in another order than written
+    loaded = stacked_arrays(tmp_path / "a.npz", names, np.float16)
+    assert loaded.shape == (5, 1, 3, 4) and [a[0].tolist() for a in loaded] == [arrays[n].tolist() for n in names]
+    assert stacked_arrays(tmp_path / "a.npz", list(arrays), np.float16) is None  # sizes differ: no stack
 
 
 def test_panels_are_stored_at_figure_size_and_small_ones_untouched() -> None:

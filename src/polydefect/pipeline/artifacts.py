@@ -43,12 +43,6 @@ class NpzWriter:
         self.archive.close()
 
 
-def load_arrays(path: Path, row_ids: Sequence[str], dtype: type = np.float32) -> list[np.ndarray]:
-    """The arrays saved under these row ids (test maps, defect or object masks), in the order asked for."""
-    with np.load(path) as archive:
-        return [archive[row_id].astype(dtype) for row_id in row_ids]
-
-
 def stacked_arrays(path: Path, row_ids: Sequence[str], dtype: type) -> np.ndarray | None:
     """The arrays saved under these row ids as one (N, 1, H, W) array, filled in place (no list beside it, so a
     test set's maps are held once); None where they differ in size."""
