@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from polydefect import tracking
-from polydefect.allocator import reuse_freed_memory
+from polydefect.allocator import return_free_memory, reuse_freed_memory
 from polydefect.pipeline.candidates import is_auto
 from polydefect.pipeline.data import log_data, prepare_data
 from polydefect.pipeline.detect import detect
@@ -92,6 +92,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 tracking.log_choice(cfg, chosen, figures)
             with tracking.stage_run("detect"):
                 detection = detect(cfg, splits, cache, masks.key)
+            return_free_memory()  # the detector and its samples are gone; evaluation reads the archives
             metrics.update({f"val/{k}": v for k, v in detection.validation.items()})
             if "evaluate" in cfg.stages:
                 with tracking.stage_run("evaluate"):

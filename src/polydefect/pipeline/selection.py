@@ -16,6 +16,7 @@ import mlflow
 from omegaconf import DictConfig
 
 from polydefect import tracking
+from polydefect.allocator import return_free_memory
 from polydefect.data.splits import DataSplits
 from polydefect.pipeline.candidates import (
     SIGNALS,
@@ -48,6 +49,7 @@ def choose_detector(
             validation = fit_detector(candidate_config(cfg, name), splits, cache, segment_key).validation
             mlflow.log_metrics({f"val/{key}": value for key, value in validation.items()})
         figures[name] = validation.get(metric, math.nan)
+        return_free_memory()  # the candidate, its samples and its training are gone
         log.info("model=auto: %s has validation %s %.4f", name, metric, figures[name])
     scored = {name: value for name, value in figures.items() if math.isfinite(value)}
     if not scored:
