@@ -1,9 +1,11 @@
 """Peak memory (RSS) of the scoring path and of the per-view mean masks, each measured in a fresh child process
-so that runs over 60 and 240 images are independent: `python benchmarks/memory.py JOB ROOT COUNT [OVERRIDES]`."""
+so that runs over 60 and 240 images are independent: `python benchmarks/memory.py JOB ROOT COUNT [OVERRIDES]`;
+and of a whole default run on an MVTec-layout folder (`run_peak_rss`)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -128,6 +130,34 @@ def measure(jobs: Sequence[tuple[str, int, Sequence[str]]], root: Path) -> list[
             raise RuntimeError(f"memory job {job} over {count} images failed:\n{err[-4000:]}")
         results.append(json.loads(out.strip().splitlines()[-1]))
     return results
+
+
+def run_peak_rss(data_root: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Peak RSS (MB) and seconds of a whole `python -m polydefect data=mvtec data.root=<data_root>` run, in a
+    fresh stage cache and MLflow store: the default detector choice (`model=auto`: every candidate trained and
+    validated), scoring and evaluation, as a user runs it. The peak is the run's process tree's (wait4)."""
+    with tempfile.TemporaryDirectory(prefix="run_rss_") as scratch:
+        folder = Path(scratch)
+        command = [
+            sys.executable,
+            "-m",
+            "polydefect",
+            "data=mvtec",
+            f"data.root={data_root}",
+            f"paths.cache_dir={folder / 'cache'}",
+            f"mlflow.tracking_uri=sqlite:///{folder / 'mlflow.db'}",
+            f"hydra.run.dir={folder / 'out'}",
+            *overrides,
+        ]
+        started = time.perf_counter()
+        with open(folder / "run.log", "w") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        if process.returncode != 0:
+            tail = (folder / "run.log").read_text()[-4000:]
+            raise RuntimeError(f"polydefect data=mvtec data.root={data_root} failed:\n{tail}")
+        return {"peak_rss_mb": usage.ru_maxrss / 1024, "seconds": time.perf_counter() - started}
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from anomalib_speed import DEFAULT_VENV, anomalib_figures
 from app_config import compose_config
 from feature_detectors import coreset_figures, ensemble_figures, search_figures
 from gemm import gemm_gflops
 from inference import cae_figures, feature_memory_figures
 from machine import describe
-from memory import measure
+from memory import measure, run_peak_rss
 from thesis_data import THESIS_SIZE, write_thesis_images
 from training import training_figures
 
@@ -129,12 +130,24 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the reference machine has 2 cores)")
     parser.add_argument("--glibc-defaults", action="store_true", help="reuse_freed_memory=false (for comparison)")
+    parser.add_argument(
+        "--anomalib", action="store_true", help="also polydefect's PatchCore against anomalib's (installs a venv)"
+    )
+    parser.add_argument(
+        "--mvtec", type=Path, help="also the peak RSS of a default run on this MVTec-layout folder (minutes)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory(prefix="polydefect_bench_") as scratch:
         figures = run(profile, args.data or Path(scratch), device, not args.glibc_defaults)
+    if args.anomalib:  # anomalib_speed.py's default images and input size, generated in a temp dir of its own
+        figures.update(anomalib_figures(DEFAULT_VENV, threads=args.threads))
+    if args.mvtec:  # `python -m polydefect data=mvtec data.root=...` as a user runs it: model=auto's candidates
+        default_run = run_peak_rss(args.mvtec)
+        figures["feature_memory_peak_rss_mb"] = default_run["peak_rss_mb"]
+        figures["default_run_seconds"] = default_run["seconds"]
     machine = describe(device)
     print(_table(machine, figures))
     if args.json:
