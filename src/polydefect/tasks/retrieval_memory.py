@@ -25,6 +25,11 @@ class RetrievalMemoryTask(MemoryBankTask):
                 "model.rotations: with model.keep_aspect=true a retrieval memory keeps each image's shape, which a "
                 "turn of 90 or 270 degrees changes: list [0, 180], or set model.keep_aspect=false"
             )
+        self.collected: list[Tensor] = []  # (B, D, h, w) float16 features per training batch, on the CPU
+
+    def start_collection(self) -> None:
+        """Forget the features collected so far: a new pass over the training images begins."""
+        self.collected = []
 
     @torch.no_grad()
     def collect(self, images: Tensor) -> int:
