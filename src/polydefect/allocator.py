@@ -74,7 +74,7 @@ def hold_freed_memory_for_training() -> bool:
 def release_training_memory() -> None:
     """Back to `reuse_freed_memory`'s setting after training, and hand the heap's free pages to the system."""
     if _mallopt((M_MMAP_MAX, GLIBC_MMAP_MAX), (M_TRIM_THRESHOLD, KEPT_FREE_MB << 20)):
-        _glibc().malloc_trim(0)
+        return_free_memory()
 
 
 def return_free_memory() -> None:

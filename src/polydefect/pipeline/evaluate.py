@@ -93,13 +93,14 @@ def _pixel_records(detection: DetectResult) -> dict[str, torch.Tensor] | None:
     rows = list(test["row_id"])
     if not rows:
         return None
+    # each defect mask has its map's size: the masks tell first, and cheaply, whether there is anything to stack
     defects = stacked_arrays(detection.folder / "test_defect_masks.npz", rows, bool)
-    maps = stacked_arrays(detection.folder / "test_maps.npz", rows, np.float16)
-    if defects is None or maps is None:
+    if defects is None:
         log.info("pixel metrics skipped: the test maps have different sizes")
         return None
     if not defects.any():
         return None
+    maps = stacked_arrays(detection.folder / "test_maps.npz", rows, np.float16)
     objects = stacked_arrays(detection.folder / "test_object_masks.npz", rows, bool)
     unmarked = np.flatnonzero(((test["label"] == 1) & test["defect_mask_path"].isna()).to_numpy())
     if len(unmarked):
