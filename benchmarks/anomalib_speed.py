@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from app_config import compose_config
+from app_config import compose_config, fresh_store
 from omegaconf import open_dict
 from thesis_data import VIEWS_PER_BATCH, write_thesis_images
 
@@ -160,8 +160,7 @@ def polydefect_seconds(category: Path, size: int, scratch: Path) -> tuple[float,
         "model=patchcore",
         f"model.input_size={size}",
         f"preprocess.size=[{size},{size}]",
-        f"paths.cache_dir={scratch / 'cache'}",
-        f"mlflow.tracking_uri=sqlite:///{scratch / 'mlflow.db'}",
+        *fresh_store(scratch),
     )
     with open_dict(cfg):
         cfg.paths.output_dir = str(scratch / "out")

@@ -17,3 +17,9 @@ def compose_config(*overrides: str) -> DictConfig:
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", list(overrides))
+
+
+def fresh_store(scratch: Path) -> list[str]:
+    """Overrides giving a run a stage cache and an MLflow store of its own in `scratch`: it fits everything anew,
+    as on a new machine, and leaves nothing behind once `scratch` is removed."""
+    return [f"paths.cache_dir={scratch / 'cache'}", f"mlflow.tracking_uri=sqlite:///{scratch / 'mlflow.db'}"]

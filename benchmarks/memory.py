@@ -136,6 +136,8 @@ def run_peak_rss(data_root: Path, overrides: Sequence[str] = ()) -> dict[str, An
     """Peak RSS (MB) and seconds of a whole `python -m polydefect data=mvtec data.root=<data_root>` run, in a
     fresh stage cache and MLflow store: the default detector choice (`model=auto`: every candidate trained and
     validated), scoring and evaluation, as a user runs it. The peak is the run's process tree's (wait4)."""
+    from app_config import fresh_store
+
     with tempfile.TemporaryDirectory(prefix="run_rss_") as scratch:
         folder = Path(scratch)
         command = [
@@ -144,8 +146,7 @@ def run_peak_rss(data_root: Path, overrides: Sequence[str] = ()) -> dict[str, An
             "polydefect",
             "data=mvtec",
             f"data.root={data_root}",
-            f"paths.cache_dir={folder / 'cache'}",
-            f"mlflow.tracking_uri=sqlite:///{folder / 'mlflow.db'}",
+            *fresh_store(folder),
             f"hydra.run.dir={folder / 'out'}",
             *overrides,
         ]
