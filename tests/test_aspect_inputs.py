@@ -17,7 +17,7 @@ from polydefect.data.preprocess import aspect_kept_size
 from polydefect.models.backbones import EfficientNetLiteFeatures
 from polydefect.models.feature_memory import PatchFeatureMemory
 from polydefect.pipeline.data import prepare_data
-from polydefect.tasks.inputs import input_shape, resize_input
+from polydefect.tasks.inputs import antialiased_resize, input_shape, resize_input
 from polydefect.tasks.memory_bank import MemoryBankTask
 
 
@@ -44,6 +44,18 @@ def test_the_input_keeps_the_short_side_at_input_size_and_the_aspect() -> None:
     assert input_shape(100, 100, 64, keep_aspect=True) == input_shape(100, 100, 64) == (64, 64)
     assert input_shape(77, 33, None, keep_aspect=True) == (77, 33)
     assert resize_input(torch.zeros(2, 3, 1250, 500), 160, keep_aspect=True).shape == (2, 3, 400, 160)
+
+
+@pytest.mark.parametrize("source", [(1250, 500), (256, 256), (37, 64), (7, 9)])
+@pytest.mark.parametrize("target", [(648, 256), (160, 408), (40, 33), (3, 2)])
+def test_the_resize_is_torch_s_antialiased_bilinear_taken_in_float64(
+    source: tuple[int, int], target: tuple[int, int]
+) -> None:
+    images = torch.rand(2, 3, *source, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    exact = torch.nn.functional.interpolate(images, size=target, mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(antialiased_resize(images, target), exact, atol=1e-12, rtol=0)
+    # in float32 it stays within a few rounding steps of that: torch's own float32 resize errs by up to ~3e-5
+    torch.testing.assert_close(antialiased_resize(images.float(), target).double(), exact, atol=5e-7, rtol=0)
 
 
 def test_on_square_images_the_aspect_kept_detector_gives_the_square_one_s_maps() -> None:
