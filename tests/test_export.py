@@ -35,9 +35,10 @@ THESIS_FAMILIES = {
     "dae": ["model=dae"],
     "view_memory": ["model=view_memory", "data.train_domains=[real]", "trainer.limit_train_batches=1.0"],
 }
-# ONNX Runtime's and PyTorch's float32 convolutions round differently (~1e-5 a feature): a feature memory's map,
-# a distance of up to ~40 between features, moves by up to the norm of that difference
-MAP_TOLERANCE = {"atol": 1e-4, "rtol": 1e-5}
+# ONNX Runtime's and PyTorch's float32 convolutions round differently. Every family's maps agree within 1e-4 here
+# (up to 9.2e-5, six float32 steps on the feature memories' maps of 128-256); the 1e-6 of the value leaves a few
+# steps more for another CPU's kernels.
+MAP_TOLERANCE = {"atol": 1e-4, "rtol": 1e-6}
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from helpers.tiny import compose_tiny
 from omegaconf import open_dict
 
 from polydefect.models.backbones import EfficientNetLiteFeatures
-from polydefect.models.view_memory import ViewFeatureMemory
+from polydefect.models.view_memory import ViewFeatureMemory, windowed_nearest
 from polydefect.pipeline.run import run
 from polydefect.tasks.view_memory import ViewMemoryTask
 
@@ -41,6 +41,27 @@ def _fitted(scenes: dict[str, torch.Tensor], radius: int | None = 1) -> ViewMemo
         task.collect(torch.cat([image, _shifted(image, 2)]), [view, view])
     task.fit()
     return task
+
+
+def brute_force_nearest(queries: torch.Tensor, references: torch.Tensor, radius: int, allowed: torch.Tensor):
+    """`windowed_nearest` by loops, in float64."""
+    b, _, h, w = queries.shape
+    best = torch.full((b, h, w), torch.inf, dtype=torch.float64)
+    for i, y, x in torch.cartesian_prod(torch.arange(b), torch.arange(h), torch.arange(w)).tolist():
+        for n, dy, dx in torch.cartesian_prod(torch.arange(len(references)), *[torch.arange(-radius, radius + 1)] * 2):
+            if allowed[i, n] and 0 <= y + dy < h and 0 <= x + dx < w:
+                difference = queries[i, :, y, x].double() - references[n, :, y + dy, x + dx].double()
+                best[i, y, x] = min(best[i, y, x], difference.norm())
+    return best
+
+
+def test_windowed_distances_are_exact_far_from_the_origin() -> None:
+    """Features with norms of ~400 at distances of ~6: there the float32 expansion alone errs by ~1e-3."""
+    generator = torch.Generator().manual_seed(0)
+    queries, references = (100 + torch.randn(n, 16, 5, 6, generator=generator) for n in (2, 3))
+    allowed = torch.tensor([[True, False, True], [False, True, False]])
+    exact = brute_force_nearest(queries, references, 1, allowed)
+    torch.testing.assert_close(windowed_nearest(queries, references, 1, allowed).double(), exact, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("radius", [1, None])

@@ -56,8 +56,13 @@ def chosen_distances(queries: Tensor, bank: Tensor, nearest: Tensor) -> Tensor:
     and a traced graph (`traced_distances`), whose float32 searches round differently, give the same figures
     (the expansion |q|^2 - 2 q.b + |b|^2 loses ~1e-4 on distances of 30-40 to cancellation).
     """
-    differences = queries.double()[:, None, :] - bank[nearest].double()  # (N, k, D)
-    return differences.square().sum(2).sqrt().mean(1).to(torch.float32)
+    return row_distances(queries[:, None, :], bank[nearest]).mean(1).to(torch.float32)
+
+
+def row_distances(queries: Tensor, rows: Tensor) -> Tensor:
+    """Euclidean distance between matching rows (..., D) of `queries` and `rows` -> (...) float64, taken as
+    differences in float64: what every memory reports once its search (in float32, by expansion) has chosen."""
+    return (queries.double() - rows.double()).square().sum(-1).sqrt()
 
 
 def nearest_distances(queries: Tensor, bank: Tensor, k: int = 1) -> Tensor:

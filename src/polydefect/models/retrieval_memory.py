@@ -17,7 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polydefect.models.feature_memory import check_aggregation, embed_patches, take_stored_shapes
+from polydefect.models.feature_memory import (
+    check_aggregation,
+    chosen_distances,
+    embed_patches,
+    take_stored_shapes,
+)
 
 SELF_SIMILARITY = 1 - 1e-5  # descriptors this similar are the same image: never its own reference
 GRID = 4  # the descriptor averages the patch features over GRID x GRID cells: a mean over the whole frame
@@ -77,13 +82,16 @@ class RetrievalFeatureMemory(nn.Module):
         if torch.compiler.is_exporting():  # a traced graph (polydefect.export): the whole batch at once
             references = self.patches[chosen].reshape(b, -1, d).float()  # (B, n*P, D)
             nearest = torch.cdist(queries, references).topk(min(self.k, references.shape[1]), dim=2, largest=False)
-            return nearest.values.mean(2).reshape(b, 1, h, w)
+            # each image's rows numbered within the batch's, so one flat search of the batch's rows measures them
+            rows = nearest.indices + torch.arange(b, device=queries.device)[:, None, None] * references.shape[1]
+            flat = chosen_distances(queries.reshape(-1, d), references.reshape(-1, d), rows.reshape(b * h * w, -1))
+            return flat.reshape(b, 1, h, w)
         maps = []
         for query, indices in zip(queries, chosen, strict=True):
             reference = self.patches[indices.to(self.patches.device)].reshape(-1, d).to(query)  # (n*P, D)
-            distances = torch.cdist(query, reference)  # (h*w, n*P)
-            nearest = distances.topk(min(self.k, reference.shape[0]), dim=1, largest=False).values.mean(1)
-            maps.append(nearest.reshape(1, h, w))
+            # cdist chooses (float32, by expansion); the chosen rows' distances are then taken exactly
+            nearest = torch.cdist(query, reference).topk(min(self.k, reference.shape[0]), dim=1, largest=False)
+            maps.append(chosen_distances(query, reference, nearest.indices).reshape(1, h, w))
         return torch.stack(maps)
 
     def forward(self, images: Tensor) -> Tensor:

@@ -12,7 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polydefect.models.feature_memory import check_aggregation, embed_patches, nearest_distances, take_stored_shapes
+from polydefect.models.feature_memory import (
+    check_aggregation,
+    embed_patches,
+    nearest_distances,
+    row_distances,
+    take_stored_shapes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +39,15 @@ def key_hashes(views: Sequence[str]) -> Tensor:
     return torch.tensor([stable_hash(v.encode()) for v in views], dtype=torch.int64)
 
 
+BAND_ROWS = 8  # map rows whose nearest patches' distances are taken at once
+
+
 def windowed_nearest(queries: Tensor, references: Tensor, radius: int, allowed: Tensor) -> Tensor:
     """Distance of each query patch to the nearest reference patch within `radius` cells of its position.
+
+    The nearest patch is found in float32 by expansion (|q|^2 - 2 q.r + |r|^2), and its distance then taken as
+    float64 differences (`row_distances`): the expansion loses ~1e-4 to cancellation on distances of 30-40, and
+    loses it differently in each runtime (an exported graph, `polydefect.export`).
 
     Args:
         queries: (B, D, h, w) patch features.
@@ -51,14 +64,28 @@ def windowed_nearest(queries: Tensor, references: Tensor, radius: int, allowed: 
     query_norms = queries.pow(2).sum(1)[:, None]  # (B, 1, h, w)
     barred = ~allowed[:, :, None, None]
     best = torch.full((b, h, w), torch.inf, device=queries.device)
+    best_reference = torch.zeros((b, h, w), dtype=torch.int64, device=queries.device)
+    best_shift = torch.zeros((b, h, w), dtype=torch.int64, device=queries.device)
     side = 2 * radius + 1
     for dy in range(side):
         for dx in range(side):
             shifted = padded[:, :, dy : dy + h, dx : dx + w]
             squared = query_norms + shifted.pow(2).sum(1)[None] - 2 * torch.einsum("bdhw,ndhw->bnhw", queries, shifted)
             squared = squared.masked_fill(barred | ~inside[dy : dy + h, dx : dx + w], torch.inf)
-            best = torch.minimum(best, squared.amin(1))
-    return best.clamp_min(0).sqrt()
+            nearest = squared.min(1)
+            closer = nearest.values < best
+            best = torch.where(closer, nearest.values, best)
+            best_reference = torch.where(closer, nearest.indices, best_reference)
+            best_shift = torch.where(closer, dy * side + dx, best_shift)
+    rows = torch.arange(h, device=queries.device)[:, None] + torch.div(best_shift, side, rounding_mode="floor")
+    columns = torch.arange(w, device=queries.device) + best_shift % side
+    cells, query_cells = padded.permute(0, 2, 3, 1), queries.permute(0, 2, 3, 1)  # (N | B, h, w, D)
+    bands = []  # a band of map rows at a time: the matched features, in float64, are twice the queries' size
+    for top in range(0, h, BAND_ROWS):
+        band = slice(top, top + BAND_ROWS)
+        matches = cells[best_reference[:, band], rows[:, band], columns[:, band]]  # (B, band, w, D)
+        bands.append(row_distances(query_cells[:, band], matches))
+    return torch.where(best.isinf(), best, torch.cat(bands, 1).to(torch.float32))  # no reference: inf, as before
 
 
 class ViewFeatureMemory(nn.Module):
