@@ -73,6 +73,14 @@ def test_the_archive_writer_keeps_each_array_under_its_row_id(tmp_path: Path) ->
     assert stacked_arrays(tmp_path / "a.npz", list(arrays), np.float16) is None  # sizes differ: no stack
 
 
+def test_a_write_that_fails_on_the_writer_thread_is_raised_and_the_archive_closed(tmp_path: Path) -> None:
+    writer = NpzWriter(tmp_path / "a.npz", backlog=1)
+    with pytest.raises(ValueError, match="pickle"), writer:
+        writer.add("objects", np.array([object()]))  # no pickles in the archive
+        writer.add("fine", np.zeros(3))  # the backlog of one waits for the failed write, which raises here
+    assert writer.archive.fp is None and not writer.pending  # closed, nothing left waiting
+
+
 def test_panels_are_stored_at_figure_size_and_small_ones_untouched() -> None:
     rng = np.random.default_rng(0)
     large = rng.random((3, 1024, 1536), dtype=np.float32)
