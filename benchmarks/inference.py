@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from polydefect.data.datasets import ImageDataset
+from polydefect.data.io import read_image
 from polydefect.data.sample import LazySamples, load_samples
 from polydefect.data.tiling import grid_for
 from polydefect.pipeline.artifacts import score_test
@@ -102,9 +103,36 @@ def feature_memory_figures(cfg: DictConfig, table: pd.DataFrame, rounds: int, de
     repeats = max(1, round(len(table) / len(batch)))  # the pipeline's images
     images_per_s = net_items_per_s(task.net, batch, rounds, device, repeats)
     pipeline = pipeline_images_per_s(cfg, task, table, rounds)
+    parts = unavoidable_parts(task, batch, table, rounds, repeats)
+    parts_per_s = 1 / sum(1 / rate for rate in parts.values())
     return {
         "feature_memory_gflop_per_image": flops / 1e9,
         "feature_memory_model_images_per_s": images_per_s,
         "feature_memory_pipeline_images_per_s": pipeline,
         "feature_memory_pipeline_to_model_ratio": pipeline / images_per_s,
+        **{f"feature_memory_{part}_images_per_s": rate for part, rate in parts.items()},
+        "feature_memory_parts_images_per_s": parts_per_s,
+        "feature_memory_pipeline_to_parts_ratio": pipeline / parts_per_s,
     }
+
+
+def _decoded(paths: list[str], images: int) -> int:
+    """Decode every file of `paths`; returns `images`, the images they make."""
+    for path in paths:
+        read_image(path)
+    return images
+
+
+def unavoidable_parts(
+    task: L.LightningModule, batch: Tensor, table: pd.DataFrame, rounds: int, repeats: int
+) -> dict[str, float]:
+    """Images/s of each part of a feature memory's scoring that no pipeline can skip, each alone: decoding the
+    image files and their object masks, the backbone's features at the input size, and the bank search."""
+    paths = [*table["image_path"], *table["object_mask_path"].dropna()]
+    decode = best_rate(lambda: _decoded(paths, len(table)), rounds, task.device)
+    with torch.inference_mode():
+        features = task.net.embed(batch)
+        task.net.score(features)  # warm-up: the faiss index built
+        network = best_rate(lambda: sum(len(task.net.embed(batch)) for _ in range(repeats)), rounds, task.device)
+        search = best_rate(lambda: sum(len(task.net.score(features)) for _ in range(repeats)), rounds, task.device)
+    return {"decode": decode, "network": network, "search": search}
