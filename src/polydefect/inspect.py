@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -41,14 +42,17 @@ def locate_run(run: str, tracking_uri: str) -> tuple[str, str]:
     return run, tracking_uri
 
 
+def stage_runs(client: MlflowClient, run_id: str) -> dict[str | None, Run]:
+    """The stage runs (segment, detect, evaluate, ...) of a pipeline run, by their `stage` tag."""
+    parent = client.get_run(run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    return {child.data.tags.get("stage"): child for child in children}
+
+
 def download_pipeline(run_id: str, tracking_uri: str, folder: Path) -> TrainedPipeline:
     """Fetch the artifacts of the parent run and of its segment, detect and evaluate stage runs."""
     client = MlflowClient(tracking_uri)
-    parent = client.get_run(run_id)
-    stages = {
-        r.data.tags.get("stage"): r
-        for r in client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
-    }
+    stages = stage_runs(client, run_id)
     if "detect" not in stages or "evaluate" not in stages:
         raise ValueError(f"run={run_id}: has no detect and evaluate stages (stages: {sorted(stages)})")
     folder.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from polydefect.data.io import read_image
 from polydefect.export.files import COPIED, DETECTOR, FORMAT, FORMAT_VERSION, MANIFEST, SEGMENTER
 from polydefect.export.graphs import export_detector, export_segmenter_net
 from polydefect.export.runtime import InspectionBundle
-from polydefect.inspect import download_pipeline, locate_run
+from polydefect.inspect import download_pipeline, locate_run, stage_runs
 from polydefect.judging import TrainedPipeline
 from polydefect.scoring.thresholds import ALL_VIEWS
 from polydefect.segmentation.base import build_segmenter
@@ -77,10 +77,7 @@ def known_views(pipeline: TrainedPipeline) -> list[str] | None:
 def logged_test_scores(run_id: str, tracking_uri: str, folder: Path) -> pd.DataFrame:
     """The detect stage's scores of the run's test images (image_path, score, ...), as the PyTorch path made them."""
     client = MlflowClient(tracking_uri)
-    parent = client.get_run(run_id)
-    detect = client.search_runs(
-        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and tags.stage = 'detect'"
-    )[0]
+    detect = stage_runs(client, run_id)["detect"]
     table = pd.read_csv(client.download_artifacts(detect.info.run_id, "scores.csv", str(folder)))
     return table[table["role"] == "test"].reset_index(drop=True)
 
