@@ -58,11 +58,16 @@ def antialiased_resize(images: Tensor, shape: tuple[int, int]) -> Tensor:
     compute the same few products and sums of the same weights, within ~2e-7. The graph of an exported detector
     (`polydefect.export`) is this code traced.
     """
-    rows, row_weights = (torch.as_tensor(a, device=images.device) for a in axis_taps(images.shape[-2], shape[0]))
-    columns, column_weights = (torch.as_tensor(a, device=images.device) for a in axis_taps(images.shape[-1], shape[1]))
-    row_weights, column_weights = row_weights.to(images.dtype), column_weights.to(images.dtype)
-    resized = sum(images.index_select(2, rows[:, k]) * row_weights[:, k, None] for k in range(rows.shape[1]))
-    return sum(resized.index_select(3, columns[:, k]) * column_weights[:, k] for k in range(columns.shape[1]))
+    return _resized_axis(_resized_axis(images, 2, shape[0]), 3, shape[1])
+
+
+def _resized_axis(images: Tensor, dim: int, resized: int) -> Tensor:
+    """`images` with axis `dim` resized to `resized` samples: each a weighted sum of its `axis_taps`."""
+    indices, weights = axis_taps(images.shape[dim], resized)
+    indices = torch.as_tensor(indices, device=images.device)
+    weights = torch.as_tensor(weights, device=images.device).to(images.dtype)
+    along = (-1,) + (1,) * (images.dim() - dim - 1)  # a weight per sample of the axis, broadcast over the later ones
+    return sum(images.index_select(dim, indices[:, k]) * weights[:, k].reshape(along) for k in range(indices.shape[1]))
 
 
 @lru_cache(maxsize=64)
