@@ -1,11 +1,12 @@
 """Greedy coreset selection: deterministic, covering, and spread over well-separated clusters; built batch by batch,
-it keeps the same bank while holding only the projected rows."""
+it keeps the same bank while holding a few chunks of projected rows."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from polydefect.models import coreset
 from polydefect.models.coreset import CoresetBuilder, greedy_coreset
 
 
@@ -57,13 +58,16 @@ def test_ratio_one_keeps_every_point_and_ratios_outside_zero_one_are_errors(poin
         greedy_coreset(points, 0.0)
 
 
-@pytest.mark.parametrize("ratio", [0.1, 1.0])
-def test_rows_added_batch_by_batch_give_the_bank_of_the_whole_array(ratio: float) -> None:
+@pytest.mark.parametrize(("ratio", "chunks_per_read"), [(0.1, 16), (0.1, 1), (1.0, 16)])
+def test_rows_added_batch_by_batch_give_the_bank_of_the_whole_array(
+    ratio: float, chunks_per_read: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coreset, "CHUNKS_PER_READ", chunks_per_read)  # the chunks read back together, or one by one
     features = torch.randn(1000, 48, generator=torch.Generator().manual_seed(2))
     builder = CoresetBuilder(ratio, projection_dim=16, chunk_size=300, seed=5)
     for batch in features.split(64):  # batches that straddle the chunks
         builder.add(batch)
-    assert sum(rows.shape[1] for rows in builder.projected) in (0, 16 * len(builder.projected))  # held: projected
+    assert builder.projected.tell() == (0 if ratio == 1.0 else 1000 * 16 * 4)  # projected rows: on disk
     bank = builder.finish()
     expected = features[greedy_coreset(features, ratio, projection_dim=16, chunk_size=300, seed=5)]
     assert bank.dtype == torch.float32 and torch.equal(bank, expected)

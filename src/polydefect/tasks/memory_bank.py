@@ -95,7 +95,7 @@ class MemoryBankTask(PatchMapTask, OnePassTask):
     def collect(self, images: Tensor) -> int:
         """Store the patch features of good images (B, C, H, W), and of their turned copies (`rotations`), for
         `fit()`; returns how many were collected so far. They go to the coreset in float32 whatever the training
-        precision: it holds their projection in memory and the rows themselves on disk until `fit()`."""
+        precision: it keeps them and their projection on disk until `fit()`."""
         if self.coreset is None:
             settings = self.hparams
             self.coreset = CoresetBuilder(
