@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 import sys
 
@@ -78,9 +79,13 @@ def release_training_memory() -> None:
 
 
 def return_free_memory() -> None:
-    """Hand the heap's free pages back to the system (glibc's malloc_trim) between stages: the blocks a stage
-    freed, scattered among the ones still alive, are of sizes the next stage does not ask for, yet the RSS would
-    count them to the end of the run (model=auto on the magnetic tiles: 700 MB more at each candidate)."""
+    """Free what the last stage left in reference cycles, then hand the heap's free pages back to the system
+    (glibc's malloc_trim) between stages. A trained detector and its trainer refer to each other, and the trainer
+    to the training data, so they wait for Python's cyclic collector, which may not run for minutes (model=auto on
+    the magnetic tiles: each candidate began with the last one's 300-800 MB still held). The blocks a stage freed,
+    scattered among the ones still alive, are of sizes the next stage does not ask for, yet the RSS would count
+    them to the end of the run."""
+    gc.collect()
     glibc = _glibc()
     if glibc is not None:
         glibc.malloc_trim(0)
