@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from polydefect.data.augment import build_augmentation
 from polydefect.data.datasets import ImageDataset, SegmentationDataset, WindowDataset
 from polydefect.data.layout import DataLayoutError
-from polydefect.data.sample import Sample
+from polydefect.data.sample import Sample, good_samples
 
 
 def _reseed_augmentation(worker_id: int) -> None:
@@ -77,7 +77,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def __init__(self, train: Sequence[Sample], batch_size: int = 8, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
-        self.samples = [s for s in train if s.label == 0]
+        self.samples = good_samples(train)
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
 
     def setup(self, stage: str | None = None) -> None:
@@ -105,7 +105,7 @@ class ReconstructionDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.samples = {"train": [s for s in train if s.label == 0], "val": [s for s in val if s.label == 0]}
+        self.samples = {"train": good_samples(train), "val": good_samples(val)}
         self.core, self.window, self.min_foreground = core, window, min_foreground
         self.batch_size, self.num_workers, self.augment_cfg, self.seed = batch_size, num_workers, augment, seed
 

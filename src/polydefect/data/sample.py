@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -115,5 +115,24 @@ class LazySamples(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> Sample:
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> LazySamples: ...
+
+    def __getitem__(self, index: int | slice) -> Sample | LazySamples:
+        if isinstance(index, slice):  # still lazy: nothing read until an element is
+            return LazySamples(self.rows.iloc[index], self.preprocess)
         return load_sample(self.rows.iloc[index], self.preprocess)
+
+    def good(self) -> LazySamples:
+        """The good rows (label 0), read as lazily: filtered on the table."""
+        return LazySamples(self.rows[self.rows["label"] == 0], self.preprocess)
+
+
+def good_samples(samples: Sequence[Sample]) -> Sequence[Sample]:
+    """The good samples (label 0); lazy ones stay lazy, so nothing is read to choose them."""
+    if isinstance(samples, LazySamples):
+        return samples.good()
+    return [sample for sample in samples if sample.label == 0]
