@@ -17,7 +17,7 @@ from polydefect.data.datamodules import ReconstructionDataModule, SegmentationDa
 from polydefect.data.datasets import ImageDataset
 from polydefect.data.io import read_image
 from polydefect.data.layout import DataLayoutError
-from polydefect.data.sample import load_sample
+from polydefect.data.sample import LazySamples, load_sample
 from polydefect.data.splits import make_splits
 from polydefect.pipeline.segment import SegmentResult
 
@@ -119,6 +119,18 @@ def test_defective_training_images_never_reach_the_detector(thesis_root: Path) -
     module = ReconstructionDataModule(train, [], core=32, window=48, min_foreground=0.1)
     module.setup("fit")
     assert all(s.label == 0 for s in module.samples["train"])
+
+
+def test_training_images_read_lazily_give_the_same_good_windows(thesis_root: Path) -> None:
+    splits = make_splits(data_cfg(test_batches=[2]), {"real": thesis_root}, seed=0)
+    pre = preprocess_cfg()
+    held = ReconstructionDataModule([load_sample(row, pre) for _, row in splits.train.iterrows()], [], 32, 48)
+    lazy = ReconstructionDataModule(LazySamples(splits.train, pre), [], 32, 48)
+    assert isinstance(lazy.samples["train"], LazySamples)  # the defective rows dropped on the table, nothing read
+    assert len(lazy.samples["train"]) == int((splits.train["label"] == 0).sum()) < len(splits.train)
+    held.setup("fit")
+    lazy.setup("fit")
+    assert np.array_equal(held.train_set.images, lazy.train_set.images)
 
 
 def test_loaded_sample_is_masked_and_equalised(thesis_root: Path) -> None:
