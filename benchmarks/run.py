@@ -96,7 +96,7 @@ def run(profile: Profile, data_root: Path, device: torch.device, reuse_freed: bo
         "cae_inference": lambda: cae_figures(cae, images, profile.rounds, device),
         "feature_memory_inference": lambda: feature_memory_figures(memory_bank, images, profile.rounds, device),
         "ensemble": lambda: ensemble_figures(ensemble, *profile.ensemble, profile.rounds),
-        "coreset": lambda: coreset_figures(profile.coreset_patches, FEATURE_DIMS),
+        "coreset": lambda: coreset_figures(profile.coreset_patches, FEATURE_DIMS, profile.rounds),
         "search": lambda: search_figures(*profile.search, FEATURE_DIMS),
         "training": lambda: training_figures(cae, images, profile.train_steps),
         "memory": lambda: memory_figures(profile, data_root, overrides),
