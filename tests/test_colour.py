@@ -4,6 +4,7 @@ an MVTec-layout folder of colour images goes through the whole pipeline with the
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from pathlib import Path
 
 import albumentations as A
@@ -21,6 +22,7 @@ from polydefect.data.datasets import WindowDataset, to_tensor
 from polydefect.data.layout import discover_mvtec
 from polydefect.data.preprocess import clahe, to_rgb_uint8
 from polydefect.data.sample import load_sample
+from polydefect.data.tiling import split
 from polydefect.evaluation.plots import reconstruction_panels
 from polydefect.models.cae import ConvAutoencoder
 from polydefect.pipeline.run import run
@@ -73,6 +75,19 @@ def test_colour_windows_are_cut_and_augmented_with_their_channels(colour_root: P
     samples = [load_sample(row, _preprocess()) for _, row in table[table["split"] == "train"].iterrows()]
     windows = WindowDataset(samples, core=32, window=48, augment=A.HorizontalFlip(p=1.0))
     assert windows[0]["image"].shape == (3, 48, 48) and windows[0]["mask"].shape == (1, 48, 48)
+
+
+def test_grey_files_read_as_rgb_keep_one_channel_of_windows_and_hand_out_the_same_rgb(colour_root: Path) -> None:
+    table = discover_mvtec(colour_root)
+    rgb = [load_sample(row, _preprocess()) for _, row in table[table["split"] == "train"].iterrows()]
+    grey = [replace(s, image=to_rgb_uint8(cv2.cvtColor(s.image, cv2.COLOR_RGB2GRAY))) for s in rgb]  # 3 equal channels
+    kept, colour = WindowDataset(grey, core=32, window=48), WindowDataset(rgb, core=32, window=48)
+    assert kept.grey_as_rgb and kept.images.ndim == 3 and not colour.grey_as_rgb and colour.images.ndim == 4
+    whole = torch.stack([to_tensor(s.image) for s in grey])  # the RGB windows as cut before, from the same images
+    expected = (split(whole, 32, 48)[0] * 255).round().to(torch.uint8)
+    assert all(torch.equal((kept[i]["image"] * 255).round().to(torch.uint8), expected[i]) for i in range(len(kept)))
+    flipped = WindowDataset(grey, core=32, window=48, augment=A.HorizontalFlip(p=1.0))[0]["image"]
+    assert torch.equal(flipped, kept[0]["image"].flip(-1))  # augmented as the RGB window it hands out
 
 
 def test_a_grey_autoencoder_scores_colour_images_as_their_channel_mean() -> None:

@@ -58,7 +58,9 @@ class WindowDataset(Dataset):
     Windows are cut once, `CUT_CHUNK` images at a time and kept as uint8, so cutting holds a few float copies of
     a chunk instead of the whole training set (630 magnetic tiles: 4 GB); windows whose core holds less than
     `min_foreground` object pixels are dropped, since a window of pure background teaches the model nothing about
-    the surface.
+    the surface. Grey images brought to RGB (`preprocess.colour` on grey files) are kept as one channel and
+    handed out as the same RGB: the three equal channels took 236 of the 310 MB of 630 magnetic tiles' windows at
+    256 x 296 px.
     """
 
     def __init__(
@@ -78,17 +80,23 @@ class WindowDataset(Dataset):
         keep = torch.cat(foreground) >= min_foreground
         if not keep.any():
             keep[:] = True
+        chosen = keep.split([len(chunk) for chunk in pixels])
+        pixels = [chunk[kept] for chunk, kept in zip(pixels, chosen, strict=True)]
+        self.grey_as_rgb = all(chunk.shape[1] == 3 and bool((chunk[:, 1:] == chunk[:, :1]).all()) for chunk in pixels)
         # (N, window, window) grey or (N, window, window, C) colour: the layout albumentations expects
-        kept = torch.cat(pixels)[keep].permute(0, 2, 3, 1)
+        kept = torch.cat([chunk[:, :1] if self.grey_as_rgb else chunk for chunk in pixels]).permute(0, 2, 3, 1)
         self.images = (kept[..., 0] if kept.shape[-1] == 1 else kept).numpy()
-        self.masks = torch.cat(masks)[keep].numpy()
+        self.masks = torch.cat([chunk[kept] for chunk, kept in zip(masks, chosen, strict=True)]).numpy()
         self.augment = augment
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        image, (mask,) = augment_with_masks(self.augment, self.images[index], [self.masks[index]])
+        image = self.images[index]
+        if self.grey_as_rgb:
+            image = np.repeat(image[..., None], 3, axis=-1)
+        image, (mask,) = augment_with_masks(self.augment, image, [self.masks[index]])
         return {"image": to_tensor(image), "mask": to_tensor(mask)}
 
 
