@@ -75,7 +75,7 @@ def hold_freed_memory_for_training() -> bool:
 def release_training_memory() -> None:
     """Back to `reuse_freed_memory`'s setting after training, and hand the heap's free pages to the system."""
     if _mallopt((M_MMAP_MAX, GLIBC_MMAP_MAX), (M_TRIM_THRESHOLD, KEPT_FREE_MB << 20)):
-        return_free_memory()
+        _hand_back_free_pages()  # no collection: the trainer and its data are still alive here
 
 
 def return_free_memory() -> None:
@@ -86,6 +86,11 @@ def return_free_memory() -> None:
     scattered among the ones still alive, are of sizes the next stage does not ask for, yet the RSS would count
     them to the end of the run."""
     gc.collect()
+    _hand_back_free_pages()
+
+
+def _hand_back_free_pages() -> None:
+    """glibc's malloc_trim: the heap's free pages back to the system (nothing off glibc)."""
     glibc = _glibc()
     if glibc is not None:
         glibc.malloc_trim(0)
