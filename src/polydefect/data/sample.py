@@ -126,13 +126,9 @@ class LazySamples(Sequence[Sample]):
             return LazySamples(self.rows.iloc[index], self.preprocess)
         return load_sample(self.rows.iloc[index], self.preprocess)
 
-    def good(self) -> LazySamples:
-        """The good rows (label 0), read as lazily: filtered on the table."""
-        return LazySamples(self.rows[self.rows["label"] == 0], self.preprocess)
-
 
 def good_samples(samples: Sequence[Sample]) -> Sequence[Sample]:
     """The good samples (label 0); lazy ones stay lazy, so nothing is read to choose them."""
     if isinstance(samples, LazySamples):
-        return samples.good()
+        return LazySamples(samples.rows[samples.rows["label"] == 0], samples.preprocess)
     return [sample for sample in samples if sample.label == 0]
