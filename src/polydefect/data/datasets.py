@@ -81,12 +81,12 @@ class WindowDataset(Dataset):
         if not keep.any():
             keep[:] = True
         chosen = keep.split([len(chunk) for chunk in pixels])
-        pixels = [chunk[kept] for chunk, kept in zip(pixels, chosen, strict=True)]
+        pixels = [chunk[rows] for chunk, rows in zip(pixels, chosen, strict=True)]
         self.grey_as_rgb = all(chunk.shape[1] == 3 and bool((chunk[:, 1:] == chunk[:, :1]).all()) for chunk in pixels)
         # (N, window, window) grey or (N, window, window, C) colour: the layout albumentations expects
         kept = torch.cat([chunk[:, :1] if self.grey_as_rgb else chunk for chunk in pixels]).permute(0, 2, 3, 1)
         self.images = (kept[..., 0] if kept.shape[-1] == 1 else kept).numpy()
-        self.masks = torch.cat([chunk[kept] for chunk, kept in zip(masks, chosen, strict=True)]).numpy()
+        self.masks = torch.cat([chunk[rows] for chunk, rows in zip(masks, chosen, strict=True)]).numpy()
         self.augment = augment
 
     def __len__(self) -> int:
