@@ -115,7 +115,7 @@ class CoresetBuilder:
         # open for the builder's life (closed by finish() or close()); each file is removed when closed
         self.spill = tempfile.TemporaryFile(prefix="polydefect_features_")  # noqa: SIM115
         self.projected = tempfile.TemporaryFile(prefix="polydefect_projected_")  # noqa: SIM115
-        self.dims = self.projected_dims = 0
+        self.dims = 0
         self.seen = 0
 
     def add(self, features: Tensor) -> int:
@@ -124,7 +124,6 @@ class CoresetBuilder:
         if not self.seen:
             self.dims = rows.shape[1]
             self.projection = _projection(self.dims, self.projection_dim, self.generator)
-            self.projected_dims = self.dims if self.projection is None else self.projection_dim
         if self.ratio < 1.0:  # a full bank needs no selection
             with torch.autocast("cpu", enabled=False):  # collected under bf16 autocast, projected in float32
                 projected = rows if self.projection is None else rows @ self.projection
@@ -147,10 +146,11 @@ class CoresetBuilder:
 
     def _projected_rows(self, chunks: list[Tensor]) -> list[Tensor]:
         """The projected rows of each chunk (row numbers in any order), read in one pass over their file."""
+        dims = self.dims if self.projection is None else self.projection_dim
         wanted = torch.cat(chunks).numpy()
         order = np.argsort(wanted, kind="stable")
-        rows = np.empty((len(wanted), self.projected_dims), np.float32)
-        rows[order] = _read_rows(self.projected, self.projected_dims, self.seen, wanted[order])
+        rows = np.empty((len(wanted), dims), np.float32)
+        rows[order] = _read_rows(self.projected, dims, self.seen, wanted[order])
         return list(torch.from_numpy(rows).split([len(chunk) for chunk in chunks]))
 
     def close(self) -> None:
