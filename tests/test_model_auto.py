@@ -57,7 +57,9 @@ def test_auto_keeps_the_candidate_with_the_better_validation_signal_and_inspect_
     assert len(list((tmp_path / "cache" / "detect").glob("*/scores.csv"))) == 1
     # each fit keeps its validation maps, so the detect stage of the chosen one, reloading it, scores the
     # validation images (which fit the threshold) each against the others, as the validation signal did
-    val_ids = set(pd.read_csv(next((tmp_path / "cache" / "detect").glob("*/scores.csv"))).query("role == 'val'").row_id)
+    scores = pd.read_csv(next((tmp_path / "cache" / "detect").glob("*/scores.csv")))
+    assert set(scores["role"]) == {"val", "test"}  # fit_on=val, one view: no training image's score is read
+    val_ids = set(scores.query("role == 'val'").row_id)
     for weights in (tmp_path / "cache" / "fit").glob("*/model.safetensors"):
         assert set(Fitted(weights.parent).normaliser().index) == val_ids
     pipeline = download_pipeline(metrics["run_id"], store_uri(tmp_path), tmp_path / "inspect")

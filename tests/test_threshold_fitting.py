@@ -11,7 +11,7 @@ from helpers.tiny import compose_app, compose_tiny
 from omegaconf import DictConfig, open_dict
 
 from polydefect.data.splits import DataSplits, make_splits
-from polydefect.pipeline.detect import detect_key
+from polydefect.pipeline.detect import detect_key, scored_roles
 from polydefect.pipeline.evaluate import fit_thresholds
 from polydefect.pipeline.segment import segment_key
 
@@ -83,3 +83,14 @@ def test_mvtec_data_fits_thresholds_on_validation_images_and_chooses_its_detecto
     assert cfg.scoring.threshold.fit_on == "val"
     assert cfg.model.metric == "synthetic_image_auroc"  # model=auto: chosen on the validation signal
     assert "ensemble" in cfg.model.choose_from
+
+
+def test_training_images_are_scored_only_where_the_evaluation_reads_their_scores(
+    cfg: DictConfig, splits: DataSplits
+) -> None:
+    assert scored_roles(cfg, splits) == ("train", "val")  # the thresholds are fitted on them
+    fit_on_val = with_threshold(cfg, fit_on="val")
+    assert scored_roles(fit_on_val, splits) == ("train", "val")  # batches of views: the SPC limits need them
+    one_view = splits.map(lambda table: table.assign(view="all"))  # the MVTec layout: one view of many images
+    assert scored_roles(fit_on_val, one_view) == ("val",)
+    assert scored_roles(cfg, one_view) == ("train", "val")

@@ -37,6 +37,7 @@ from polydefect.scoring.location import (
     calibration_of,
     check_normalise,
 )
+from polydefect.scoring.spc import has_batches_of_views
 from polydefect.scoring.stream import check_finite_scores, run_scores, score_only
 from polydefect.stage_cache import StageCache
 from polydefect.stage_keys import StageKey, data_fingerprint, stage_key
@@ -171,6 +172,17 @@ def fitting_tables(splits: DataSplits) -> dict[str, pd.DataFrame]:
     return {"train": splits.train, "val": splits.val}
 
 
+def scored_roles(cfg: DictConfig, splits: DataSplits) -> tuple[str, ...]:
+    """The fitting roles whose images the detect stage scores besides the test images. The validation images
+    always: they are the detector's held-out good images. The training images only where the evaluation reads
+    their scores: thresholds and view statistics fitted on them (`scoring.threshold.fit_on=train`), or SPC
+    limits over batches of views. A feature memory holds its training images' own patches, so with
+    `fit_on=val` (data=mvtec) their scores are read by nothing, and scoring them took most of an object-centric
+    run's time."""
+    wanted = cfg.scoring.threshold.fit_on == "train" or has_batches_of_views(splits.all())
+    return ("train", "val") if wanted else ("val",)
+
+
 def fitting_samples(splits: DataSplits, preprocess: Any) -> dict[str, Sequence[Sample]]:
     """`fitting_tables` as samples: the training images read as they are used (training cuts its windows a chunk
     of images at a time, and scoring reads a batch at a time), the good validation images held, for the validation
@@ -241,17 +253,21 @@ def fit_detector(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment
 
 
 def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: str) -> DetectResult:
-    """Run (or reuse) the detect stage: the fitted detector scores every image; logs the weights and the score
-    table to the active MLflow run."""
-    key = detect_key(cfg, splits, segment_key)
+    """Run (or reuse) the detect stage: the fitted detector scores the test images and the fitting images the
+    evaluation reads (`scored_roles`); logs the weights and the score table to the active MLflow run."""
+    roles = scored_roles(cfg, splits)
+    fit_key = detect_key(cfg, splits, segment_key)
+    key = StageKey({**fit_key.parts, "scored": list(roles)})
     fitted = fit_detector(cfg, splits, cache, segment_key)
-    tables = fitting_tables(splits)
+    tables = {role: table for role, table in fitting_tables(splits).items() if role in roles}
 
     def make(folder: Path) -> None:
         detector = fitted.load(cfg)
         samples = fitted.samples or fitting_samples(splits, cfg.preprocess)
         normaliser = fitted.normaliser()
         rows = []
+        counts = ", ".join(f"{len(table)} {role}" for role, table in [*tables.items(), ("test", splits.test)])
+        log.info("detect: scoring %s images", counts)
         started = time.perf_counter()
         for role, table in tables.items():
             scores, sums = score_only(detector, samples[role], cfg, normaliser)
@@ -261,7 +277,7 @@ def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: 
         scores, sums = score_test(detector, test, cfg, splits.test, folder, normaliser)
         rows.append(splits.test.assign(role="test", score=scores, map_sum=sums))
         timings = json.loads((fitted.folder / TIMINGS_FILE).read_text())
-        timings["infer_img_per_s"] = len(splits.all()) / (time.perf_counter() - started)
+        timings["infer_img_per_s"] = sum(map(len, rows)) / (time.perf_counter() - started)
         table = pd.concat(rows, ignore_index=True)
         check_finite_scores(table, cfg.model._target_)
         (folder / TIMINGS_FILE).write_text(json.dumps(timings))

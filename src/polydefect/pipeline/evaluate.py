@@ -56,12 +56,13 @@ def fit_thresholds(cfg: DictConfig, scores: pd.DataFrame) -> dict[str, Threshold
     return fitted
 
 
-def _normalised_test_scores(scores: pd.DataFrame) -> np.ndarray | None:
-    """Test scores as z-scores of their view's training scores (thesis 5.6.3), or None if not possible."""
-    train = scores[(scores["role"] == "train") & (scores["label"] == 0)]
+def _normalised_test_scores(scores: pd.DataFrame, reference_role: str) -> np.ndarray | None:
+    """Test scores as z-scores of their view's good reference scores (thesis 5.6.3: the training images; the
+    validation images with `scoring.threshold.fit_on=val`), or None if not possible."""
+    reference = scores[(scores["role"] == reference_role) & (scores["label"] == 0)]
     test = scores[scores["role"] == "test"]
     try:
-        stats = fit_view_stats(train["score"].to_numpy(), list(train["view"]))
+        stats = fit_view_stats(reference["score"].to_numpy(), list(reference["view"]))
         return stats.normalise(test["score"].to_numpy(), list(test["view"])).numpy()
     except (KeyError, ValueError) as error:
         log.info("per-view normalisation skipped: %s", error)
@@ -149,9 +150,9 @@ def defect_type_metrics(scores: pd.DataFrame, records: dict[str, torch.Tensor] |
 def batch_spc(cfg: DictConfig, scores: pd.DataFrame, folder: Path) -> pd.DataFrame | None:
     """nQI per batch and view (eq. 1.1) with limits from the good real training batches, saved as
     `spc_limits.json` for inspecting new batches; None for data without batches of views (MVTec)."""
-    real = scores[scores["domain"] == "real"]
-    if real["view"].nunique() < 2 or real.duplicated(["batch", "view"]).any():
+    if not spc.has_batches_of_views(scores):
         return None
+    real = scores[scores["domain"] == "real"]
     totals = spc.totals_table(real["batch"].to_numpy(), list(real["view"]), real["map_sum"].to_numpy())
     reference = spc.reference_batches(scores)
     if len(reference) < 2:
@@ -228,7 +229,7 @@ def evaluate(cfg: DictConfig, detection: DetectResult, folder: Path) -> dict[str
     scores = detection.scores
     thresholds = fit_thresholds(cfg, scores)
     (folder / "thresholds.json").write_text(json.dumps({k: t.to_dict() for k, t in thresholds.items()}, indent=2))
-    normalised = _normalised_test_scores(scores)
+    normalised = _normalised_test_scores(scores, cfg.scoring.threshold.fit_on)
     table = image_metrics(scores, thresholds, normalised)
     table.to_csv(folder / "image_metrics.csv", index=False)
     metrics = {

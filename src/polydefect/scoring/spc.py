@@ -29,6 +29,13 @@ import pandas as pd
 SPC_LIMITS = "spc_limits.json"  # the control limits, beside thresholds.json in a run's evaluation artifacts
 
 
+def has_batches_of_views(table: pd.DataFrame) -> bool:
+    """Whether a sample or score table's real images form batches of views (several views, at most one image per
+    batch and view), which is what nQI needs; MVTec-layout data, one view of many images, does not."""
+    real = table[table["domain"] == "real"]
+    return real["view"].nunique() >= 2 and not real.duplicated(["batch", "view"]).any()
+
+
 def totals_table(batches: Sequence[int], views: Sequence[str], totals: Sequence[float]) -> pd.DataFrame:
     """One row per image: columns batch, view, total (C); each (batch, view) may appear once."""
     table = pd.DataFrame({"batch": np.asarray(batches, dtype=int), "view": [str(v) for v in views], "total": totals})
