@@ -98,7 +98,8 @@ def test_the_cache_command_lists_each_stage_with_its_builder_and_clears_one(root
     assert {row[-1] for row in rows} == {"complete"}
     replaced_run = runs["replaced"]["detect"].info.run_id
     (replaced,) = [row[1] for row in rows if row[-2] == replaced_run and row[0] == "detect"]  # no other test reads it
+    (fitted,) = [row[1] for row in rows if row[-2] == replaced_run and row[0] == "fit"]
     assert cache("clear", "--stage", "detect", "--key", replaced).count("removing ") == 1
     after = [line.split()[:2] for line in cache("list").splitlines()]
-    assert ["detect", replaced] not in after and ["fit", replaced] in after  # the fit (same key) stays
+    assert ["detect", replaced] not in after and ["fit", fitted] in after  # the fit of the same run stays
     assert runs["first"]["detect"].info.run_id in cache("list")
