@@ -29,11 +29,16 @@ def check_search(search: str) -> None:
         raise ValueError(f"model.net.search must be one of {list(SEARCHES)}, got {search!r}")
 
 
+def check_bank(bank: Tensor) -> None:
+    """A search needs a bank: an empty one means the detector was never fitted."""
+    if bank.shape[0] == 0:
+        raise RuntimeError("the memory bank is empty: call the task's fit() after training")
+
+
 def hnsw_index(bank: Tensor, links: int = 32, breadth: int = 64) -> faiss.Index:
     """An approximate faiss index over the rows of bank (M, D): a graph of `links` links per row searched with
     `breadth` candidates (benchmarks/README.md has its recall and speed)."""
-    if bank.shape[0] == 0:
-        raise RuntimeError("the memory bank is empty: call the task's fit() after training")
+    check_bank(bank)
     index = faiss.IndexHNSWFlat(bank.shape[1], links)
     index.hnsw.efSearch = breadth
     index.add(_float32_array(bank))
@@ -71,8 +76,7 @@ def nearest_rows(queries: Tensor, bank: Tensor, k: int = 1, query_block: int | N
     rows are nearest). On 2 cores, 8192 queries against the 73 778 x 344 bank of posed_bricks' object-centric
     memory: 2.5 s, where faiss' exact index (IndexFlatL2) took 9.2 s to find the same rows.
     """
-    if bank.shape[0] == 0:
-        raise RuntimeError("the memory bank is empty: call the task's fit() after training")
+    check_bank(bank)
     queries = queries.to(bank.dtype)
     blocks = [queries] if query_block is None else queries.split(query_block)
     found = []
