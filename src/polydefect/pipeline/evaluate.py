@@ -32,13 +32,19 @@ IMAGE_METRICS = ("image_auroc", "image_auprc", "f1", "f2", "precision", "recall"
 BATCH_VERDICT = "batch_verdict.csv"  # one row per batch: views, views_out, mean_nqi, out_of_control
 
 
+def good_scores(scores: pd.DataFrame, role: str) -> pd.DataFrame:
+    """The score rows of the good images of `role` (`scoring.threshold.fit_on`): what the thresholds and the
+    per-view statistics are fitted on."""
+    return scores[(scores["role"] == role) & (scores["label"] == 0)]
+
+
 def fit_thresholds(cfg: DictConfig, scores: pd.DataFrame) -> dict[str, Threshold]:
     """Global and per-view thresholds from good training (or, with `scoring.threshold.fit_on=val`, validation)
     images; best-F1 where validation holds defects."""
     rule = cfg.scoring.threshold
     if rule.fit_on not in REFERENCE_SPLITS:
         raise ValueError(f"scoring.threshold.fit_on must be one of {list(REFERENCE_SPLITS)}, got {rule.fit_on!r}")
-    reference = scores[(scores["role"] == rule.fit_on) & (scores["label"] == 0)]
+    reference = good_scores(scores, rule.fit_on)
     if reference.empty:
         raise ValueError(f"scoring.threshold.fit_on={rule.fit_on}: the {rule.fit_on} split has no good images")
     val = scores[scores["role"] == "val"]
@@ -59,7 +65,7 @@ def fit_thresholds(cfg: DictConfig, scores: pd.DataFrame) -> dict[str, Threshold
 def _normalised_test_scores(scores: pd.DataFrame, reference_role: str) -> np.ndarray | None:
     """Test scores as z-scores of their view's good reference scores (thesis 5.6.3: the training images; the
     validation images with `scoring.threshold.fit_on=val`), or None if not possible."""
-    reference = scores[(scores["role"] == reference_role) & (scores["label"] == 0)]
+    reference = good_scores(scores, reference_role)
     test = scores[scores["role"] == "test"]
     try:
         stats = fit_view_stats(reference["score"].to_numpy(), list(reference["view"]))
