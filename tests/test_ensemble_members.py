@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 from helpers.surfaces import textured_surfaces
+from helpers.tiny import compose_app
 from helpers.trainer import bare_trainer
 from torch.utils.data import DataLoader
 
@@ -90,3 +91,10 @@ def test_members_on_one_backbone_run_it_once_per_batch_and_score_as_they_would_o
 def test_a_member_that_is_neither_a_bank_nor_trained_on_pasted_anomalies_is_refused() -> None:
     with pytest.raises(ValueError, match="model.members.cae"):
         EnsembleTask({"cae": L.LightningModule()})
+
+
+def test_the_default_ensembles_memories_average_their_features_as_its_segmenters_so_each_backbone_runs_once() -> None:
+    members = compose_app("model=ensemble").model.members
+    for memory, segmenter in (("lite0", "segmenter_lite0"), ("lite2", "segmenter_lite2")):
+        assert members[memory].net.backbone == members[segmenter].net.backbone
+        assert members[memory].net.aggregation == members[segmenter].net.aggregation  # one embedding key
