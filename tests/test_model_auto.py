@@ -16,6 +16,7 @@ from polydefect.inspect import download_pipeline
 from polydefect.pipeline.candidates import candidate_config, candidate_names, is_object_centric
 from polydefect.pipeline.detect import Fitted
 from polydefect.pipeline.run import run
+from polydefect.stage_keys import StageKey
 
 COARSE, FINE = 32, 128  # the feature memory's input side: at 32 px a planted defect is a fraction of a cell
 
@@ -61,7 +62,7 @@ def test_auto_keeps_the_candidate_with_the_better_validation_signal_and_inspect_
     assert set(scores["role"]) == {"val", "test"}  # fit_on=val, one view: no training image's score is read
     val_ids = set(scores.query("role == 'val'").row_id)
     for weights in (tmp_path / "cache" / "fit").glob("*/model.safetensors"):
-        assert set(Fitted(weights.parent).normaliser().index) == val_ids
+        assert set(Fitted(weights.parent, StageKey({})).normaliser().index) == val_ids
     pipeline = download_pipeline(metrics["run_id"], store_uri(tmp_path), tmp_path / "inspect")
     assert pipeline.cfg.model.input_size == FINE and pipeline.cfg.model.keep_aspect
     assert "candidates" not in pipeline.cfg.model

@@ -201,9 +201,11 @@ def scoring_device(cfg: DictConfig) -> torch.device:
 @dataclass
 class Fitted:
     """A trained detector's stage folder (weights, the per-location calibration where used, the validation signal,
-    the training time) and, where this process trained it, the detector and the samples it was trained on."""
+    the training time), the key it is cached under, and, where this process trained it, the detector and the
+    samples it was trained on."""
 
     folder: Path
+    key: StageKey
     detector: DetectorTask | None = None
     samples: dict[str, list[Sample]] | None = None
 
@@ -249,16 +251,15 @@ def fit_detector(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment
         trained.update(detector=detector, samples=samples)
 
     folder, _ = cache.build("fit", key, make)
-    return Fitted(folder, **trained)
+    return Fitted(folder, key, **trained)
 
 
 def detect(cfg: DictConfig, splits: DataSplits, cache: StageCache, segment_key: str) -> DetectResult:
     """Run (or reuse) the detect stage: the fitted detector scores the test images and the fitting images the
     evaluation reads (`scored_roles`); logs the weights and the score table to the active MLflow run."""
     roles = scored_roles(cfg, splits)
-    fit_key = detect_key(cfg, splits, segment_key)
-    key = StageKey({**fit_key.parts, "scored": list(roles)})
     fitted = fit_detector(cfg, splits, cache, segment_key)
+    key = StageKey({**fitted.key.parts, "scored": list(roles)})
     tables = {role: table for role, table in fitting_tables(splits).items() if role in roles}
 
     def make(folder: Path) -> None:
