@@ -98,3 +98,4 @@ def test_the_default_ensembles_memories_average_their_features_as_its_segmenters
     for memory, segmenter in (("lite0", "segmenter_lite0"), ("lite2", "segmenter_lite2")):
         assert members[memory].net.backbone == members[segmenter].net.backbone
         assert members[memory].net.aggregation == members[segmenter].net.aggregation  # one embedding key
+        assert members[memory].sigma == members[segmenter].sigma  # one upsampling
