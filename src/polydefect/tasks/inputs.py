@@ -83,7 +83,6 @@ def axis_matrix(size: int, resized: int) -> np.ndarray:
     return matrix
 
 
-@lru_cache(maxsize=64)
 def axis_taps(size: int, resized: int) -> tuple[np.ndarray, np.ndarray]:
     """The input indices (resized, K) and float64 weights (resized, K) of torch's antialiased bilinear resize of
     one axis from `size` to `resized` samples: a triangle filter widened by the scale when shrinking, centred on
