@@ -68,6 +68,23 @@ def test_defective_images_score_higher_and_peak_on_the_defect(fitted: MemoryBank
     assert np.all(np.abs(peak_rows - 36) < 12) and np.all(np.abs(peak_cols - 44) < 12)
 
 
+def test_maps_are_in_units_of_the_good_validation_images_mean_peak(fitted: MemoryBankTask) -> None:
+    # the fixture's fit saw its 8 training tiles as validation images
+    assert fitted.anomaly_map(_tiles(8, seed=0)).flatten(1).amax(1).mean() == pytest.approx(1.0, abs=1e-5)
+    raw = copy.deepcopy(fitted)
+    raw.map_unit.fill_(1.0)
+    images = torch.cat([_tiles(2, seed=5), _tiles(2, seed=6, defect=True)])
+    assert fitted.map_unit > 2  # raw feature distances are larger than 1: the unit changes the values
+    assert torch.allclose(fitted.anomaly_map(images) * fitted.map_unit, raw.anomaly_map(images), rtol=1e-5)
+
+
+def test_a_fit_without_validation_images_keeps_raw_distances() -> None:
+    task = _task()
+    task.collect(_tiles(4, seed=0))
+    task.fit()
+    assert task.map_unit == 1.0
+
+
 def test_maps_keep_odd_input_sizes_for_grey_and_colour(fitted: MemoryBankTask) -> None:
     grey = _tiles(2, seed=3, size=(51, 97))
     grey_map = fitted.anomaly_map(grey)
@@ -122,6 +139,7 @@ def test_approximate_search_finds_near_exact_distances_detects_and_survives_a_de
     approximate = _task()
     approximate.net = net
     net.remember(fitted.net.bank)
+    approximate.map_unit.copy_(fitted.map_unit)
     images = torch.cat([_tiles(2, seed=3), _tiles(2, seed=4, defect=True)])
     exact, found = fitted.anomaly_map(images), approximate.anomaly_map(images)
     assert (found >= exact - 1e-4).all()  # an approximate neighbour is never nearer than the nearest

@@ -12,9 +12,10 @@ from polydefect.tasks.base import DetectorTask
 from polydefect.tasks.memory_bank import MemoryBankTask
 from polydefect.tasks.pasted_anomalies import PastedAnomalyTask
 from polydefect.tasks.patch_maps import PatchMapTask
+from polydefect.tasks.validation_images import KeepsValidationImages
 
 
-class EnsembleTask(DetectorTask):
+class EnsembleTask(KeepsValidationImages, DetectorTask):
     """Mean of member maps, each standardised by the image scores (map maxima) of good validation images.
 
     Members' maps live on different scales (feature distances of different backbones, probabilities of a
@@ -97,13 +98,6 @@ class EnsembleTask(DetectorTask):
     def on_train_epoch_end(self) -> None:
         if not self._trained():
             self.trainer.should_stop = True  # banks alone: a second pass would repeat the same features
-
-    def on_validation_epoch_start(self) -> None:
-        self.validation_images = []
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        if not self.trainer.sanity_checking:
-            self.validation_images.append(batch["image"].cpu())
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer] | None:
         return [member.configure_optimizers() for member in self._trained().values()] or None

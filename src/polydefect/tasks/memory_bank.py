@@ -9,6 +9,7 @@ from polydefect.models.coreset import CoresetBuilder
 from polydefect.models.feature_memory import PatchFeatureMemory
 from polydefect.tasks.base import DetectorTask
 from polydefect.tasks.patch_maps import PatchMapTask
+from polydefect.tasks.validation_images import KeepsValidationImages
 
 QUARTER_TURNS = (0, 90, 180, 270)  # the turns `model.rotations` may list: exact on the pixel grid (no resampling)
 
@@ -40,12 +41,17 @@ class OnePassTask(DetectorTask):
         return None
 
 
-class MemoryBankTask(PatchMapTask, OnePassTask):
+class MemoryBankTask(KeepsValidationImages, PatchMapTask, OnePassTask):
     """PatchCore-style detector: no optimizer, one epoch of feature collection, then an explicit `fit()`.
 
     Images of any size are resized to a square `input_size` inside the task, or with `keep_aspect` to a short
     side of `input_size` (long narrow images keep their detail), and the maps are resized back, so callers see
     their own H, W.
+
+    Maps are feature distances in units of `map_unit`: the mean of the good validation images' map maxima, set by
+    `fit()` where the fit saw validation images (1 otherwise, raw distances). A map of 1 at its peak is then as
+    anomalous as a typical good image gets at its worst point, whatever the backbone or the input size, and the
+    values stay small enough for float32 to carry the same absolute precision in every runtime.
 
     Args:
         net: the feature memory (backbone, aggregation, k) whose bank `fit()` fills.
@@ -84,6 +90,8 @@ class MemoryBankTask(PatchMapTask, OnePassTask):
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
         self.coreset: CoresetBuilder | None = None  # the features collected for `fit()`, from the first collect()
+        self.register_buffer("map_unit", torch.ones(()))
+        self.validation_images = []
 
     def start_collection(self) -> None:
         """Forget the features collected so far: a new pass over the training images begins."""
@@ -110,6 +118,15 @@ class MemoryBankTask(PatchMapTask, OnePassTask):
         self.log("train/features", float(self.collect(batch["image"])), on_step=True, batch_size=1)
 
     def fit(self) -> None:
+        """Fill the memory from the collected features, then set `map_unit` on the good validation images."""
+        self.remember_collected()
+        self.map_unit.fill_(1.0)
+        peaks = [self.anomaly_map(images).flatten(1).amax(1) for images in self.validation_images]
+        self.validation_images = []
+        if peaks and (unit := float(torch.cat(peaks).mean())) > 0:
+            self.map_unit.fill_(unit)
+
+    def remember_collected(self) -> None:
         """Build the bank from the coreset of the collected features, then drop them."""
         if self.coreset is None:
             raise RuntimeError("MemoryBankTask.fit(): no features collected; run trainer.fit on good images first")
@@ -117,5 +134,6 @@ class MemoryBankTask(PatchMapTask, OnePassTask):
         self.coreset = None
 
     def patch_map(self, features: Tensor) -> Tensor:
-        """(B, D, h, w) features -> (B, 1, h, w) distance of each patch to the bank: higher = more anomalous."""
-        return self.net.score(features)
+        """(B, D, h, w) features -> (B, 1, h, w) distance of each patch to the bank in `map_unit`s: higher = more
+        anomalous."""
+        return self.net.score(features) / self.map_unit

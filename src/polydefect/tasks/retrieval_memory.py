@@ -39,7 +39,7 @@ class RetrievalMemoryTask(MemoryBankTask):
             self.collected.append(self.embed_input(copy).to("cpu", torch.float16))
         return sum(len(f) for f in self.collected)
 
-    def fit(self) -> None:
+    def remember_collected(self) -> None:
         """Keep every collected image's features and descriptor, then free them."""
         if not self.collected:
             raise RuntimeError("RetrievalMemoryTask.fit(): no features collected; run trainer.fit on good images first")
