@@ -102,6 +102,15 @@ def test_state_round_trips_through_safetensors_into_a_fresh_task(fitted: MemoryB
     assert torch.equal(fresh.anomaly_map(images), fitted.anomaly_map(images))
 
 
+def test_weights_saved_before_maps_had_a_unit_load_as_raw_distances(fitted: MemoryBankTask, tmp_path: Path) -> None:
+    path = tmp_path / "older.safetensors"
+    save_file({k: v for k, v in fitted.state_dict().items() if k != "map_unit"}, str(path))
+    older = _task().load_weights(path)
+    images = _tiles(2, seed=4, defect=True)
+    assert older.map_unit == 1.0
+    assert torch.allclose(older.anomaly_map(images), fitted.anomaly_map(images) * fitted.map_unit, rtol=1e-5)
+
+
 def test_maps_under_bf16_autocast_rank_like_the_fp32_maps(fitted: MemoryBankTask) -> None:
     # A run trained in bf16-mixed precision scores under bf16 autocast: the features reach faiss as bf16.
     images = torch.cat([_tiles(2, seed=7), _tiles(2, seed=8, defect=True)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -132,6 +134,11 @@ class MemoryBankTask(KeepsValidationImages, PatchMapTask, OnePassTask):
             raise RuntimeError("MemoryBankTask.fit(): no features collected; run trainer.fit on good images first")
         self.net.remember(self.coreset.finish())
         self.coreset = None
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Weights saved before maps had a unit load with unit 1: their runs' maps were the raw distances."""
+        state_dict.setdefault(prefix + "map_unit", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def patch_map(self, features: Tensor) -> Tensor:
         """(B, D, h, w) features -> (B, 1, h, w) distance of each patch to the bank in `map_unit`s: higher = more
