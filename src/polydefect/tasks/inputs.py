@@ -79,7 +79,7 @@ def axis_matrix(size: int, resized: int) -> np.ndarray:
     `axis_taps` weights at their input indices, zero elsewhere."""
     indices, weights = axis_taps(size, resized)
     matrix = np.zeros((resized, size))
-    np.add.at(matrix, (np.arange(resized)[:, None].repeat(indices.shape[1], 1), indices), weights)
+    np.add.at(matrix, (np.arange(resized)[:, None], indices), weights)  # the row index broadcasts over the taps
     return matrix
 
 
