@@ -93,9 +93,12 @@ def _fitted_memory_bank(cfg: DictConfig, table: pd.DataFrame, device: torch.devi
     return task.eval()
 
 
-def feature_memory_figures(cfg: DictConfig, table: pd.DataFrame, rounds: int, device: torch.device) -> dict[str, Any]:
+def feature_memory_figures(
+    cfg: DictConfig, full_size: DictConfig, table: pd.DataFrame, rounds: int, device: torch.device
+) -> dict[str, Any]:
     """The feature-memory detector (`model=patchcore`): backbone + nearest-neighbour search alone, on inputs
-    already at `model.input_size`, against the same scoring path as the CAE."""
+    already at `model.input_size`, against the same scoring path as the CAE, with the images preprocessed at the
+    network's size (`cfg`) and at their full size (`full_size`: maps, masks and pixel metrics at that size)."""
     task = _fitted_memory_bank(cfg, table, device)
     size = cfg.model.input_size
     batch = torch.rand(cfg.data.batch_size, 1, size, size, device=device)
@@ -103,6 +106,7 @@ def feature_memory_figures(cfg: DictConfig, table: pd.DataFrame, rounds: int, de
     repeats = max(1, round(len(table) / len(batch)))  # the pipeline's images
     images_per_s = net_items_per_s(task.net, batch, rounds, device, repeats)
     pipeline = pipeline_images_per_s(cfg, task, table, rounds)
+    full_size_pipeline = pipeline_images_per_s(full_size, task, table, rounds)
     parts = unavoidable_parts(task, batch, table, rounds, repeats)
     parts_per_s = 1 / sum(1 / rate for rate in parts.values())
     return {
@@ -113,6 +117,8 @@ def feature_memory_figures(cfg: DictConfig, table: pd.DataFrame, rounds: int, de
         **{f"feature_memory_{part}_images_per_s": rate for part, rate in parts.items()},
         "feature_memory_parts_images_per_s": parts_per_s,
         "feature_memory_pipeline_to_parts_ratio": pipeline / parts_per_s,
+        "feature_memory_full_size_pipeline_images_per_s": full_size_pipeline,
+        "feature_memory_full_size_pipeline_to_parts_ratio": full_size_pipeline / parts_per_s,
     }
 
 

@@ -88,13 +88,17 @@ def run(profile: Profile, data_root: Path, device: torch.device, reuse_freed: bo
     cae = compose_config(*overrides, *profile.model, trainer)
     reuse_freed_memory(cae.reuse_freed_memory)  # as `polydefect.pipeline.run` does
     memory_bank = compose_config(*overrides, trainer, "model=patchcore")
+    side = memory_bank.model.input_size  # preprocessed at the network's size: maps and pixel metrics at it too
+    at_network_size = compose_config(*overrides, trainer, "model=patchcore", f"preprocess.size=[{side},{side}]")
     ensemble = compose_config(trainer, "model=ensemble")
     table = write_thesis_images(data_root, max(profile.memory_counts), profile.size)
     images = table.iloc[: profile.inference_images]
     sections = {
         "gemm": lambda: {"gemm_gflops": gemm_gflops(device, profile.gemm_size, profile.rounds)},
         "cae_inference": lambda: cae_figures(cae, images, profile.rounds, device),
-        "feature_memory_inference": lambda: feature_memory_figures(memory_bank, images, profile.rounds, device),
+        "feature_memory_inference": lambda: feature_memory_figures(
+            at_network_size, memory_bank, images, profile.rounds, device
+        ),
         "ensemble": lambda: ensemble_figures(ensemble, *profile.ensemble, profile.rounds),
         "coreset": lambda: coreset_figures(profile.coreset_patches, FEATURE_DIMS, profile.rounds),
         "search": lambda: search_figures(*profile.search, FEATURE_DIMS),

@@ -26,6 +26,7 @@ REQUIRED = (
     "feature_memory_network_images_per_s",
     "feature_memory_search_images_per_s",
     "feature_memory_pipeline_to_parts_ratio",
+    "feature_memory_full_size_pipeline_to_parts_ratio",
     "mean_mask_peak_rss_mb_4",
     "ensemble_images_per_s",
     "ensemble_shared_speedup",

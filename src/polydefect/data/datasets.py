@@ -5,6 +5,7 @@ scoring with an exported bundle does not import it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from polydefect.data.augment import augment_with_masks
 from polydefect.data.io import read_image, read_mask
 from polydefect.data.layout import DataLayoutError
 from polydefect.data.preprocess import resize, to_grey_uint8
-from polydefect.data.sample import Sample, optional_path
+from polydefect.data.sample import LazySamples, Sample, optional_path
 from polydefect.data.tiling import split
 
 
@@ -122,3 +123,13 @@ class ImageDataset(Dataset):
             "row_id": s.row_id,
             "view": s.view_key,  # for detectors that compare an image with the same view of good batches
         }
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch's items (the loader asks for a batch at once), samples that load on access read on as many
+        threads as torch uses: decoding (OpenCV) and preprocessing (OpenCV, numpy) let go of the GIL, so reading,
+        the larger share of scoring an image at the network's size, overlaps with itself."""
+        threads = min(len(indices), torch.get_num_threads())
+        if threads < 2 or not isinstance(self.samples, LazySamples):
+            return [self[index] for index in indices]
+        with ThreadPoolExecutor(threads, thread_name_prefix="read") as pool:
+            return list(pool.map(self.__getitem__, indices))

@@ -58,9 +58,18 @@ def read_object_mask(path: str | None, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+def equalised(image: np.ndarray, object_mask: np.ndarray, preprocess: Any) -> np.ndarray:
+    """`preprocess.clahe` applied where enabled (mask-aware where the background is masked), else the image."""
+    if not preprocess.clahe.enabled:
+        return image
+    background_mask = object_mask if preprocess.mask_background else None
+    return clahe(image, background_mask, preprocess.clahe.clip_limit, preprocess.clahe.tile_grid)
+
+
 def load_sample(row: Any, preprocess: Any) -> Sample:
     """Read and preprocess one table row (thesis 3.4): grey (or RGB), crop to the object (where
-    `preprocess.crop_margin` is set), mask the background, CLAHE, resize.
+    `preprocess.crop_margin` is set), mask the background, CLAHE, resize (CLAHE after the resize where it
+    shrinks the image).
 
     The object mask is the row's `predicted_mask_path` where a segmenter wrote one, else its own
     `object_mask_path`, else the whole frame.
@@ -75,22 +84,27 @@ def load_sample(row: Any, preprocess: Any) -> Sample:
     mask_path = optional_path(row.get("predicted_mask_path")) or optional_path(row["object_mask_path"])
     object_mask = read_object_mask(mask_path, shape)
     defect_path = optional_path(row["defect_mask_path"])
-    defect_mask = read_mask(defect_path, shape) if defect_path else np.zeros(shape, bool)
+    defect_mask = read_mask(defect_path, shape) if defect_path else None
     box = object_box(object_mask, preprocess.crop_margin) if preprocess.get("crop_margin") is not None else None
     if box is not None:  # object-centric input: the frame cropped to the part (maps and masks alike)
-        image, object_mask, defect_mask = (array[box] for array in (image, object_mask, defect_mask))
-    background_mask = object_mask if preprocess.mask_background else None
-    image = apply_mask(image, background_mask)
-    if preprocess.clahe.enabled:
-        image = clahe(image, background_mask, preprocess.clahe.clip_limit, preprocess.clahe.tile_grid)
+        image, object_mask = image[box], object_mask[box]
+        defect_mask = None if defect_mask is None else defect_mask[box]
+    image = apply_mask(image, object_mask if preprocess.mask_background else None)
     size = tuple(preprocess.size) if preprocess.size else None
+    # CLAHE runs at the smaller of the two sizes: its tiles are a fixed share of the frame either way, and a
+    # detector scoring at its network's size does not pay for equalising the full-size image
+    shrinking = size is not None and size[0] * size[1] < image.shape[0] * image.shape[1]
+    if not shrinking:
+        image = equalised(image, object_mask, preprocess)
     object_mask = resize(object_mask, size, is_mask=True)
     # resampling blends the part's edge into the background: mask again at the new size
     image = apply_mask(resize(image, size), object_mask if preprocess.mask_background else None)
+    if shrinking:
+        image = equalised(image, object_mask, preprocess)
     return Sample(
         image=image,
         object_mask=object_mask,
-        defect_mask=resize(defect_mask, size, is_mask=True),
+        defect_mask=np.zeros(object_mask.shape, bool) if defect_mask is None else resize(defect_mask, size, True),
         label=int(row["label"]),
         batch=int(row["batch"]),
         view=str(row["view"]),
