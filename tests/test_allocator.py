@@ -122,3 +122,30 @@ def test_free_memory_between_live_blocks_goes_back_to_the_system() -> None:
     out = subprocess.run([sys.executable, "-c", SCATTERED], capture_output=True, text=True, check=True)
     before_mb, after_mb = map(int, out.stdout.split())
     assert after_mb < before_mb - 150  # most of the 200 MB freed between the kept blocks
+
+
+# four threads each allocate 100 MB in heap-sized blocks at once and free them (scoring reads a batch on threads)
+THREADS = """
+import threading, numpy as np
+from polydefect.allocator import reuse_freed_memory
+assert reuse_freed_memory(True)
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+barrier = threading.Barrier(4)
+def read():
+    barrier.wait()
+    blocks = [np.ones(10 << 20, np.uint8) for _ in range(10)]
+    del blocks
+before = rss_mb()
+threads = [threading.Thread(target=read) for _ in range(4)]
+[thread.start() for thread in threads]
+[thread.join() for thread in threads]
+print(rss_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_memory_freed_on_threads_is_kept_once_not_once_per_thread() -> None:
+    out = subprocess.run([sys.executable, "-c", THREADS], capture_output=True, text=True, check=True)
+    # one arena keeps at most KEPT_FREE_MB (128) of the 400 MB freed; an arena per thread kept ~360 MB
+    assert int(out.stdout) < 200

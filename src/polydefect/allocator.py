@@ -19,7 +19,7 @@ import sys
 
 log = logging.getLogger(__name__)
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # mallopt parameters, <malloc.h>
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -3, -4, -8  # mallopt parameters, <malloc.h>
 GLIBC_MMAP_MAX = 65536  # glibc's default for M_MMAP_MAX: how many blocks may be mapped at once
 # Blocks up to 32 MB (glibc's own ceiling for its adaptive threshold on 64-bit; a chunk of 4 CAE windows'
 # largest activation is 26 MB) come from the heap, larger ones are mapped and unmapped as before; the heap
@@ -61,7 +61,10 @@ def reuse_freed_memory(enabled: bool = True) -> bool:
     """
     if not enabled:
         return False
-    applied = _mallopt((M_MMAP_THRESHOLD, HEAP_BLOCK_MB << 20), (M_TRIM_THRESHOLD, KEPT_FREE_MB << 20))
+    # one arena: each thread's arena would keep its own KEPT_FREE_MB (scoring reads a batch on threads: +250 MB)
+    applied = _mallopt(
+        (M_MMAP_THRESHOLD, HEAP_BLOCK_MB << 20), (M_TRIM_THRESHOLD, KEPT_FREE_MB << 20), (M_ARENA_MAX, 1)
+    )
     if not applied and sys.platform.startswith("linux"):
         log.warning("reuse_freed_memory: glibc refused the setting; the allocator keeps its defaults")
     return applied
