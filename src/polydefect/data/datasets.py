@@ -5,7 +5,6 @@ scoring with an exported bundle does not import it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ from polydefect.data.augment import augment_with_masks
 from polydefect.data.io import read_image, read_mask
 from polydefect.data.layout import DataLayoutError
 from polydefect.data.preprocess import resize, to_grey_uint8
-from polydefect.data.sample import LazySamples, Sample, optional_path
+from polydefect.data.sample import Sample, optional_path, read_samples
 from polydefect.data.tiling import split
 
 
@@ -72,7 +71,7 @@ class WindowDataset(Dataset):
         margin = (window - core) // 2
         pixels, masks, foreground = [], [], []
         for start in range(0, len(samples), CUT_CHUNK):
-            chunk = samples[start : start + CUT_CHUNK]
+            chunk = read_samples(samples, range(start, min(start + CUT_CHUNK, len(samples))))  # each read once
             image_windows, _ = split(torch.stack([to_tensor(s.image) for s in chunk]), core, window)
             mask_windows, _ = split(torch.stack([to_tensor(s.object_mask) for s in chunk]), core, window)
             foreground.append(mask_windows[:, 0, margin : margin + core, margin : margin + core].mean(dim=(1, 2)))
@@ -114,7 +113,16 @@ class ImageDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        s = self.samples[index]
+        return self.item(self.samples[index])
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch's items (the loader asks for a batch at once), its images read side by side (`read_samples`):
+        reading is the larger share of scoring an image at the network's size."""
+        return [self.item(sample) for sample in read_samples(self.samples, indices)]
+
+    @staticmethod
+    def item(s: Sample) -> dict[str, Any]:
+        """One sample as tensors with its keys."""
         return {
             "image": to_tensor(s.image),
             "object_mask": to_tensor(s.object_mask),
@@ -123,13 +131,3 @@ class ImageDataset(Dataset):
             "row_id": s.row_id,
             "view": s.view_key,  # for detectors that compare an image with the same view of good batches
         }
-
-    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        """A batch's items (the loader asks for a batch at once), samples that load on access read on as many
-        threads as torch uses: decoding (OpenCV) and preprocessing (OpenCV, numpy) let go of the GIL, so reading,
-        the larger share of scoring an image at the network's size, overlaps with itself."""
-        threads = min(len(indices), torch.get_num_threads())
-        if threads < 2 or not isinstance(self.samples, LazySamples):
-            return [self[index] for index in indices]
-        with ThreadPoolExecutor(threads, thread_name_prefix="read") as pool:
-            return list(pool.map(self.__getitem__, indices))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy as np
 import pandas as pd
+import torch
 
 from polydefect.data.io import read_image, read_mask
 from polydefect.data.preprocess import apply_mask, clahe, object_box, resize, to_grey_uint8, to_rgb_uint8
@@ -116,7 +118,7 @@ def load_sample(row: Any, preprocess: Any) -> Sample:
 
 def load_samples(table: pd.DataFrame, preprocess: Any) -> list[Sample]:
     """Every row of the table, read and preprocessed (training data, held in memory)."""
-    return [load_sample(row, preprocess) for _, row in table.iterrows()]
+    return read_samples(LazySamples(table, preprocess), range(len(table)))
 
 
 class LazySamples(Sequence[Sample]):
@@ -146,3 +148,15 @@ def good_samples(samples: Sequence[Sample]) -> Sequence[Sample]:
     if isinstance(samples, LazySamples):
         return LazySamples(samples.rows[samples.rows["label"] == 0], samples.preprocess)
     return [sample for sample in samples if sample.label == 0]
+
+
+def read_samples(samples: Sequence[Sample], indices: Iterable[int]) -> list[Sample]:
+    """`samples[i]` for each index, in order. Samples read on access (`LazySamples`) are read on as many threads
+    as torch uses: decoding and preprocessing (OpenCV, numpy) let go of the GIL, so the images decode side by
+    side (a worker process of a loader has one thread, and reads one by one)."""
+    indices = list(indices)
+    threads = min(len(indices), torch.get_num_threads())
+    if threads < 2 or not isinstance(samples, LazySamples):
+        return [samples[index] for index in indices]
+    with ThreadPoolExecutor(threads, thread_name_prefix="read") as pool:
+        return list(pool.map(samples.__getitem__, indices))
