@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from polydefect.config import PreprocessConfig
-from polydefect.data.datasets import ImageDataset
+from polydefect.data.datasets import ImageDataset, WindowDataset
 from polydefect.data.io import ImageReadError
 from polydefect.data.preprocess import apply_mask, clahe, resize
 from polydefect.data.sample import LazySamples, load_sample
@@ -41,10 +41,14 @@ def preprocess(size: list[int]) -> object:
     return OmegaConf.structured(PreprocessConfig(size=size, mask_background=True))  # CLAHE on by default
 
 
+def written_part(folder: Path) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """A written part's table row, and its image and object mask as read back."""
+    row = pd.Series(write_part(folder, "a", 0))
+    return row, cv2.imread(row["image_path"], cv2.IMREAD_UNCHANGED), cv2.imread(row["object_mask_path"], 0) > 127
+
+
 def test_a_shrinking_size_equalises_the_resized_part_and_keeps_the_background_black(tmp_path: Path) -> None:
-    row = pd.Series(write_part(tmp_path, "a", 0))
-    image, part = cv2.imread(row["image_path"], cv2.IMREAD_UNCHANGED), cv2.imread(row["object_mask_path"]) > 127
-    part = part[..., 0]
+    row, image, part = written_part(tmp_path)
     sample = load_sample(row, preprocess([80, 60]))
     small_part = resize(part, (80, 60), is_mask=True)
     expected = clahe(apply_mask(resize(apply_mask(image, part), (80, 60)), small_part), small_part, 9.0, 9)
@@ -54,9 +58,7 @@ def test_a_shrinking_size_equalises_the_resized_part_and_keeps_the_background_bl
 
 
 def test_an_enlarging_size_equalises_at_the_file_size_as_before(tmp_path: Path) -> None:
-    row = pd.Series(write_part(tmp_path, "a", 0))
-    image, part = cv2.imread(row["image_path"], cv2.IMREAD_UNCHANGED), cv2.imread(row["object_mask_path"]) > 127
-    part = part[..., 0]
+    row, image, part = written_part(tmp_path)
     sample = load_sample(row, preprocess([400, 300]))
     big_part = resize(part, (400, 300), is_mask=True)
     expected = apply_mask(resize(clahe(apply_mask(image, part), part, 9.0, 9), (400, 300)), big_part)
@@ -91,3 +93,16 @@ def test_an_unreadable_file_in_a_threaded_batch_is_named(tmp_path: Path) -> None
             dataset.__getitems__([0, 1, 2])
     finally:
         torch.set_num_threads(threads)
+
+
+def test_training_windows_read_each_image_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = pd.DataFrame([write_part(tmp_path, f"p{i}", i) for i in range(3)])
+    reads: list[str] = []
+
+    def counted(row: pd.Series, preprocess: object) -> object:
+        reads.append(row["row_id"])
+        return load_sample(row, preprocess)
+
+    monkeypatch.setattr("polydefect.data.sample.load_sample", counted)
+    windows = WindowDataset(LazySamples(table, preprocess([64, 64])), core=32, window=48)
+    assert sorted(reads) == sorted(table["row_id"]) and len(windows) == 3 * 4
