@@ -134,11 +134,13 @@ def test_scoring_before_fit_says_to_call_fit() -> None:
         _task().anomaly_map(_tiles(1, seed=5))
 
 
-def test_nearest_distances_match_a_brute_force_reference() -> None:
+@pytest.mark.parametrize(("k", "queries", "rows"), [(3, 50, 30), (1, 50, 30), (1, 2500, 9000), (2, 2500, 9000)])
+def test_nearest_distances_match_a_brute_force_reference(k: int, queries: int, rows: int) -> None:
+    """Small, and over several blocks of queries (2 048) and bank rows (4 096)."""
     generator = torch.Generator().manual_seed(0)
-    queries, bank = torch.randn(50, 8, generator=generator), torch.randn(30, 8, generator=generator)
-    reference = torch.cdist(queries, bank).topk(3, largest=False).values.mean(1)
-    assert torch.allclose(nearest_distances(queries, bank, k=3), reference, atol=1e-4)
+    query_rows, bank = torch.randn(queries, 8, generator=generator), torch.randn(rows, 8, generator=generator)
+    reference = torch.cdist(query_rows, bank).topk(k, largest=False).values.mean(1)
+    assert torch.allclose(nearest_distances(query_rows, bank, k=k), reference, atol=1e-4)
 
 
 def test_approximate_search_finds_near_exact_distances_detects_and_survives_a_deep_copy(
