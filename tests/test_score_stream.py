@@ -11,7 +11,15 @@ import torch
 from helpers.tiny import untrained_tiny_cae
 from omegaconf import open_dict
 
-from polydefect.pipeline.artifacts import PANEL_SIDE, NpzWriter, at_figure_size, panel_rows, score_test, stacked_arrays
+from polydefect.pipeline.artifacts import (
+    PANEL_SIDE,
+    NpzWriter,
+    as_float16,
+    at_figure_size,
+    panel_rows,
+    score_test,
+    stacked_arrays,
+)
 from polydefect.scoring.stream import iter_scores
 
 
@@ -59,6 +67,13 @@ def test_panels_hold_the_inputs_reconstructions_and_maps_of_the_picked_images(sc
 def test_maps_are_archived_under_the_row_ids_of_their_images(scored) -> None:
     with np.load(scored["folder"] / "test_maps.npz") as archive:
         assert sorted(archive.files) == sorted(scored["test"]["row_id"])
+
+
+def test_maps_are_archived_in_float16_rounded_as_numpy_rounds() -> None:
+    values = np.random.default_rng(0).normal(0, 3, (64, 96)).astype(np.float32)
+    values[0, :4] = [1 + 2**-11, 1 + 3 * 2**-11, 70000.0, 1e-8]  # ties to even, overflow, a subnormal
+    half = as_float16(values[:, 1:])  # a strided view too
+    assert half.dtype == np.float16 and np.array_equal(half, values[:, 1:].astype(np.float16), equal_nan=True)
 
 
 def test_the_archive_writer_keeps_each_array_under_its_row_id(tmp_path: Path) -> None:

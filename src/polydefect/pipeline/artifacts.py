@@ -12,6 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
+import torch
 
 from polydefect.data.sample import Sample
 from polydefect.scoring.location import LocationNormaliser
@@ -109,6 +110,12 @@ def save_panels(panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, i
     )
 
 
+def as_float16(array: np.ndarray) -> np.ndarray:
+    """The array in float16, rounded as numpy rounds (to nearest, ties to even), by torch: 0.2 ms for a
+    1536 x 1024 map where numpy's `astype` took 4.7."""
+    return torch.from_numpy(np.ascontiguousarray(array)).half().numpy()
+
+
 def score_test(
     detector: Detector,
     samples: Sequence[Sample],
@@ -135,7 +142,7 @@ def score_test(
         for image in scored:
             scores.append(image.score)
             sums.append(image.map_sum)
-            maps.add(image.row_id, image.anomaly_map.astype(np.float16))
+            maps.add(image.row_id, as_float16(image.anomaly_map))
             defects.add(image.row_id, image.defect_mask)
             objects.add(image.row_id, image.object_mask)
             if image.panel is not None:  # at figure size, copied: a view would keep its whole batch alive
