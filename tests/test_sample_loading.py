@@ -3,6 +3,7 @@ scoring batch of lazily read samples read on several threads into the same items
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -65,15 +66,19 @@ def test_an_enlarging_size_equalises_at_the_file_size_as_before(tmp_path: Path) 
     assert np.array_equal(sample.image, expected)
 
 
-def test_a_lazy_batch_read_on_threads_equals_the_items_read_one_by_one(tmp_path: Path) -> None:
-    table = pd.DataFrame([write_part(tmp_path, f"p{i}", i, defect=i % 2 == 1) for i in range(5)])
-    dataset = ImageDataset(LazySamples(table, preprocess([80, 60])))
+@pytest.fixture
+def two_threads() -> Iterator[None]:
+    """torch at two threads, so a batch is read on two (whatever this machine's default), then as it was."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    try:
-        batch = dataset.__getitems__(list(range(5)))
-    finally:
-        torch.set_num_threads(threads)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_lazy_batch_read_on_threads_equals_the_items_read_one_by_one(tmp_path: Path, two_threads: None) -> None:
+    table = pd.DataFrame([write_part(tmp_path, f"p{i}", i, defect=i % 2 == 1) for i in range(5)])
+    dataset = ImageDataset(LazySamples(table, preprocess([80, 60])))
+    batch = dataset.__getitems__(list(range(5)))
     for index, item in enumerate(batch):
         alone = dataset[index]
         assert item["row_id"] == alone["row_id"] == f"test/p{index}.png"
@@ -82,17 +87,12 @@ def test_a_lazy_batch_read_on_threads_equals_the_items_read_one_by_one(tmp_path:
     assert batch[1]["defect_mask"].any() and not batch[0]["defect_mask"].any()
 
 
-def test_an_unreadable_file_in_a_threaded_batch_is_named(tmp_path: Path) -> None:
+def test_an_unreadable_file_in_a_threaded_batch_is_named(tmp_path: Path, two_threads: None) -> None:
     rows = [write_part(tmp_path, f"p{i}", i) for i in range(3)]
     Path(rows[2]["image_path"]).write_bytes(b"not a png")
     dataset = ImageDataset(LazySamples(pd.DataFrame(rows), preprocess([80, 60])))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with pytest.raises(ImageReadError, match="p2.png"):
-            dataset.__getitems__([0, 1, 2])
-    finally:
-        torch.set_num_threads(threads)
+    with pytest.raises(ImageReadError, match="p2.png"):
+        dataset.__getitems__([0, 1, 2])
 
 
 def test_training_windows_read_each_image_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
