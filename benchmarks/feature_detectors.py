@@ -1,6 +1,6 @@
 """The feature detectors' own costs: the ensemble with its members sharing a backbone's features against the same
 members scored one by one, the coreset selection as the patch count grows, and approximate nearest-neighbour search
-(HNSW) against exact search."""
+(HNSW, IVF) against exact search."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from timing import best_rate
 
 from polydefect.models.coreset import greedy_coreset
-from polydefect.models.feature_memory import hnsw_index, nearest_rows, row_distances
+from polydefect.models.feature_memory import SEARCHES, hnsw_index, ivf_index, nearest_rows, row_distances
 from polydefect.tasks.base import build_detector
 from polydefect.tasks.ensemble import EnsembleTask
 from polydefect.tasks.memory_bank import MemoryBankTask
@@ -49,17 +49,19 @@ def _shared_speedup(task: EnsembleTask, batch: torch.Tensor, rounds: int) -> tup
 
 
 def ensemble_figures(cfg: DictConfig, train_images: int, size: int, rounds: int) -> dict[str, Any]:
-    """The default ensemble on `size` px images, exact search and HNSW, banks from `train_images` images."""
+    """The default ensemble on `size` px images with each search (`SEARCHES`), banks from `train_images` images."""
     task = _fitted_ensemble(cfg, train_images, size)
     batch = torch.rand(cfg.data.batch_size, 1, size, size, generator=torch.Generator().manual_seed(1))
     figures: dict[str, Any] = {"ensemble_bank_rows": int(_banks(task)[0].net.bank.shape[0])}
-    figures["ensemble_images_per_s"], figures["ensemble_shared_speedup"] = _shared_speedup(task, batch, rounds)
-    for bank in _banks(task):
-        bank.net.search = "hnsw"
-        bank.net.remember(bank.net.bank)  # the index is rebuilt for the new search
-    figures["ensemble_hnsw_images_per_s"], figures["ensemble_hnsw_shared_speedup"] = _shared_speedup(
-        task, batch, rounds
-    )
+    default_search = _banks(task)[0].net.search
+    for search in SEARCHES:
+        for bank in _banks(task):
+            bank.net.search = search
+            bank.net.remember(bank.net.bank)  # the index is rebuilt for the new search
+        rate, speedup = _shared_speedup(task, batch, rounds)
+        figures[f"ensemble_{search}_images_per_s"], figures[f"ensemble_{search}_shared_speedup"] = rate, speedup
+        if search == default_search:  # the default ensemble's figures
+            figures["ensemble_images_per_s"], figures["ensemble_shared_speedup"] = rate, speedup
     return figures
 
 
@@ -89,8 +91,8 @@ def coreset_figures(patches: int, dims: int, rounds: int = 1) -> dict[str, Any]:
 
 
 def search_figures(bank_rows: int, queries: int, dims: int) -> dict[str, Any]:
-    """HNSW (the default links and breadth) against exact search: recall of the nearest row, speedup, and the mean
-    relative excess of its distances."""
+    """HNSW and IVF (their default settings; the index built outside the timing) against exact search: recall of
+    the nearest row, speedup, and the mean relative excess of its distances."""
     generator = torch.Generator().manual_seed(0)
     centres = torch.randn(64, dims, generator=generator)  # clustered, as patch features are
     bank = centres[torch.randint(64, (bank_rows,), generator=generator)] + 0.5 * torch.randn(
@@ -100,11 +102,12 @@ def search_figures(bank_rows: int, queries: int, dims: int) -> dict[str, Any]:
         queries, dims, generator=generator
     )
     exact_rows, exact_s = _timed(nearest_rows, query, bank, 1)
-    (_, found_rows), hnsw_s = _timed(hnsw_index(bank).search, query.numpy(), 1)
     exact = row_distances(query, bank[exact_rows[:, 0]])
-    found = row_distances(query, bank[torch.from_numpy(found_rows[:, 0])])
-    return {
-        "hnsw_recall_at_1": float((exact_rows.numpy() == found_rows).mean()),
-        "hnsw_speedup": exact_s / hnsw_s,
-        "hnsw_distance_excess": float(((found - exact) / exact.clamp_min(1e-6)).mean()),
-    }
+    figures: dict[str, Any] = {}
+    for name, index in (("hnsw", hnsw_index(bank)), ("ivf", ivf_index(bank))):
+        (_, found_rows), seconds = _timed(index.search, query.numpy(), 1)
+        found = row_distances(query, bank[torch.from_numpy(found_rows[:, 0])])
+        figures[f"{name}_recall_at_1"] = float((exact_rows.numpy() == found_rows).mean())
+        figures[f"{name}_speedup"] = exact_s / seconds
+        figures[f"{name}_distance_excess"] = float(((found - exact) / exact.clamp_min(1e-6)).mean())
+    return figures

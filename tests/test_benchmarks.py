@@ -36,6 +36,9 @@ REQUIRED = (
     "coreset_growth_4x_10",
     "hnsw_recall_at_1",
     "hnsw_speedup",
+    "ivf_recall_at_1",
+    "ivf_speedup",
+    "ensemble_ivf_shared_speedup",
 )
 
 

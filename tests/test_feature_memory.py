@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from polydefect.models.backbones import EfficientNetLiteFeatures
-from polydefect.models.feature_memory import PatchFeatureMemory, nearest_distances
+from polydefect.models.feature_memory import PatchFeatureMemory, ivf_index, nearest_distances
 from polydefect.tasks.ensemble import EnsembleTask
 from polydefect.tasks.memory_bank import MemoryBankTask
 
@@ -143,10 +143,13 @@ def test_nearest_distances_match_a_brute_force_reference(k: int, queries: int, r
     assert torch.allclose(nearest_distances(query_rows, bank, k=k), reference, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("search", "settings"), [("hnsw", {"hnsw_links": 16, "hnsw_ef": 32}), ("ivf", {"ivf_lists": 8, "ivf_probes": 4})]
+)
 def test_approximate_search_finds_near_exact_distances_detects_and_survives_a_deep_copy(
-    fitted: MemoryBankTask,
+    fitted: MemoryBankTask, search: str, settings: dict[str, int]
 ) -> None:
-    net = PatchFeatureMemory(fitted.net.backbone, aggregation=3, search="hnsw", hnsw_links=16, hnsw_ef=32)
+    net = PatchFeatureMemory(fitted.net.backbone, aggregation=3, search=search, **settings)
     approximate = _task()
     approximate.net = net
     net.remember(fitted.net.bank)
@@ -154,12 +157,20 @@ def test_approximate_search_finds_near_exact_distances_detects_and_survives_a_de
     images = torch.cat([_tiles(2, seed=3), _tiles(2, seed=4, defect=True)])
     exact, found = fitted.anomaly_map(images), approximate.anomaly_map(images)
     assert (found >= exact - 1e-4).all()  # an approximate neighbour is never nearer than the nearest
-    assert torch.allclose(found, exact, rtol=0.02, atol=1e-3)  # a small bank: HNSW finds (nearly) every neighbour
+    assert torch.allclose(found, exact, rtol=0.02, atol=1e-3)  # a small bank: (nearly) every neighbour is found
     scores = found.flatten(1).amax(1)
     assert scores[2:].min() > scores[:2].max()
     assert torch.equal(copy.deepcopy(approximate).anomaly_map(images), found)  # the index is rebuilt, not copied
     with pytest.raises(ValueError, match="model.net.search"):
-        PatchFeatureMemory(fitted.net.backbone, search="ivf")
+        PatchFeatureMemory(fitted.net.backbone, search="annoy")
+
+
+def test_ivf_settings_are_checked_where_they_are_given(fitted: MemoryBankTask) -> None:
+    with pytest.raises(ValueError, match="model.net.ivf_probes"):
+        PatchFeatureMemory(fitted.net.backbone, search="ivf", ivf_probes=0)
+    rows = fitted.net.bank.shape[0]
+    with pytest.raises(ValueError, match="model.net.ivf_lists"):
+        ivf_index(fitted.net.bank, lists=rows + 1)
 
 
 def test_ensemble_standardises_members_on_validation_images_and_ranks_defects_higher() -> None:

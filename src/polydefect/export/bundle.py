@@ -34,6 +34,7 @@ from polydefect.export.graphs import export_detector, export_segmenter_net
 from polydefect.export.runtime import InspectionBundle
 from polydefect.inspect import download_pipeline, locate_run, stage_runs
 from polydefect.judging import TrainedPipeline
+from polydefect.models.feature_memory import PatchFeatureMemory
 from polydefect.scoring.thresholds import ALL_VIEWS
 from polydefect.segmentation.base import build_segmenter
 from polydefect.tasks.base import load_detector
@@ -106,6 +107,13 @@ def write_bundle(pipeline: TrainedPipeline, test_images: list[str], folder: Path
     image_shapes = {read_image(path).shape[:2] for path in test_images}
     shape = input_shape(cfg, image_shapes)
     detector = load_detector(cfg.model, pipeline.folder / "model.safetensors")
+    approximate = sorted({m.search for m in detector.modules() if isinstance(m, PatchFeatureMemory)} - {"exact"})
+    if approximate:  # a faiss index has no ONNX form
+        log.warning(
+            "the run searched its memory banks by %s (model.net.search); the bundle searches them exactly, so its "
+            "maps and scores can differ slightly from the run's where that search missed a nearest patch",
+            " and ".join(approximate),
+        )
     export_detector(detector, input_channels(cfg), shape, folder / DETECTOR)
     files = [DETECTOR]
     if (pipeline.folder / "unet.safetensors").is_file():

@@ -18,13 +18,13 @@ def _float32_array(rows: Tensor) -> np.ndarray:
     return np.ascontiguousarray(rows.detach().float().cpu().numpy())
 
 
-SEARCHES = ("exact", "hnsw")
+SEARCHES = ("exact", "hnsw", "ivf")
 SEARCH_ROWS = 4096  # bank rows an exact search compares at once
 SEARCH_QUERIES = 2048  # queries an exact search compares at once: its score matrix stays 2048 x 4096 (32 MB)
 
 
 def check_search(search: str) -> None:
-    """`model.net.search` names a search: "exact" (`nearest_rows`) or "hnsw" (`hnsw_index`)."""
+    """`model.net.search` names a search: "exact" (`nearest_rows`), "hnsw" (`hnsw_index`) or "ivf" (`ivf_index`)."""
     if search not in SEARCHES:
         raise ValueError(f"model.net.search must be one of {list(SEARCHES)}, got {search!r}")
 
@@ -42,6 +42,24 @@ def hnsw_index(bank: Tensor, links: int = 32, breadth: int = 64) -> faiss.Index:
     index = faiss.IndexHNSWFlat(bank.shape[1], links)
     index.hnsw.efSearch = breadth
     index.add(_float32_array(bank))
+    return index
+
+
+def ivf_index(bank: Tensor, lists: int | None = None, probes: int = 8) -> faiss.Index:
+    """An approximate faiss index over the rows of bank (M, D): the rows grouped by k-means into `lists` cells
+    (None: 4 sqrt(M), at most one per 39 rows, the fewest faiss' k-means trains on), each query compared with the
+    rows of its `probes` nearest cells only. Patch features cluster tightly, so a few cells hold a query's nearest
+    row (benchmarks/README.md has its recall and speed)."""
+    check_bank(bank)
+    rows = bank.shape[0]
+    cells = lists if lists is not None else max(1, min(round(4 * rows**0.5), rows // 39))
+    if not 1 <= cells <= rows:
+        raise ValueError(f"model.net.ivf_lists must be in 1..{rows} (the bank's rows), got {cells}")
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(bank.shape[1]), bank.shape[1], cells)
+    features = _float32_array(bank)
+    index.train(features)  # faiss' k-means starts from a fixed seed: the same bank gives the same cells
+    index.add(features)
+    index.nprobe = min(probes, cells)
     return index
 
 
@@ -145,8 +163,10 @@ class PatchFeatureMemory(nn.Module):
             or not: all are resized to the largest one).
         aggregation: side of the averaging neighbourhood in feature-map cells; 1 turns it off.
         k: neighbours averaged for a patch's distance.
-        search: "exact" nearest neighbours (`nearest_distances`), or "hnsw": approximate (`hnsw_index`).
+        search: "exact" nearest neighbours (`nearest_distances`), or approximate: "hnsw" (`hnsw_index`) or
+            "ivf" (`ivf_index`).
         hnsw_links, hnsw_ef: the HNSW graph's links per row and its search breadth (more: closer to exact).
+        ivf_lists, ivf_probes: the IVF index's cells (None: from the bank's size) and the cells searched per query.
     """
 
     def __init__(
@@ -157,6 +177,8 @@ class PatchFeatureMemory(nn.Module):
         search: str = "exact",
         hnsw_links: int = 32,
         hnsw_ef: int = 64,
+        ivf_lists: int | None = None,
+        ivf_probes: int = 8,
     ) -> None:
         super().__init__()
         check_aggregation(aggregation)
@@ -165,8 +187,11 @@ class PatchFeatureMemory(nn.Module):
         check_search(search)  # at build time, before any training
         self.backbone, self.aggregation, self.k = backbone, aggregation, k
         self.search, self.hnsw_links, self.hnsw_ef = search, hnsw_links, hnsw_ef
+        if ivf_probes < 1:
+            raise ValueError(f"model.net.ivf_probes must be >= 1, got {ivf_probes}")
+        self.ivf_lists, self.ivf_probes = ivf_lists, ivf_probes
         self.register_buffer("bank", torch.empty(0, sum(backbone.channels)))
-        self._index: faiss.Index | None = None  # hnsw: built on the first search, dropped when the bank changes
+        self._index: faiss.Index | None = None  # hnsw, ivf: built on the first search, dropped when the bank changes
 
     def embed(self, images: Tensor) -> Tensor:
         """(B, C, H, W) in [0, 1] -> (B, D, h, w) patch features at the finest requested stride."""
@@ -187,8 +212,14 @@ class PatchFeatureMemory(nn.Module):
         if self.search == "exact":
             return nearest_distances(queries, self.bank, self.k).reshape(b, 1, h, w)
         if self._index is None:
-            self._index = hnsw_index(self.bank, self.hnsw_links, self.hnsw_ef)
+            self._index = self.approximate_index()
         return search_distances(self._index, self.bank, queries, self.k).reshape(b, 1, h, w)
+
+    def approximate_index(self) -> faiss.Index:
+        """The faiss index `search` names, over the bank."""
+        if self.search == "ivf":
+            return ivf_index(self.bank, self.ivf_lists, self.ivf_probes)
+        return hnsw_index(self.bank, self.hnsw_links, self.hnsw_ef)
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, C, H, W) in [0, 1] -> (B, 1, h, w) distance of every patch to its nearest normal patches."""
