@@ -18,6 +18,7 @@ from polydefect.tasks.ensemble import EnsembleTask
 from polydefect.tasks.memory_bank import MemoryBankTask
 
 CORESET_RATIOS = (0.01, 0.10, 0.25)
+IVF_PROBES = (1, 2, 4, 8)  # cells an IVF search compares a patch with: 8 is `ivf_index`'s default
 
 
 def _fitted_ensemble(cfg: DictConfig, train_images: int, size: int, seed: int = 0) -> EnsembleTask:
@@ -62,6 +63,28 @@ def ensemble_figures(cfg: DictConfig, train_images: int, size: int, rounds: int)
         figures[f"ensemble_{search}_images_per_s"], figures[f"ensemble_{search}_shared_speedup"] = rate, speedup
         if search == default_search:  # the default ensemble's figures
             figures["ensemble_images_per_s"], figures["ensemble_shared_speedup"] = rate, speedup
+    return figures | ivf_budget_figures(_banks(task)[0], batch, rounds)
+
+
+def ivf_budget_figures(bank: MemoryBankTask, batch: torch.Tensor, rounds: int) -> dict[str, Any]:
+    """What the shared speedup's search budget buys: the bank's IVF index searching 1 to 8 of its cells for one
+    batch's patches (ms a batch, best of `rounds`, and the share of patches given their exact nearest row), and the
+    ms of assigning the patches to cells alone, which every cell count pays (benchmarks/README, "What does not
+    hold")."""
+    with torch.inference_mode():
+        features = bank.embed_input(batch)
+    queries = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).contiguous().numpy()
+    exact = nearest_rows(torch.from_numpy(queries), bank.net.bank)[:, 0].numpy()
+    index = ivf_index(bank.net.bank)
+    figures: dict[str, Any] = {"ensemble_ivf_cells": int(index.nlist)}
+    for probes in IVF_PROBES:
+        index.nprobe = min(probes, index.nlist)
+        seconds = min(_timed(index.search, queries, 1)[1] for _ in range(rounds))
+        _, found = index.search(queries, 1)
+        figures[f"ensemble_ivf_{probes}_cells_ms"] = 1000 * seconds
+        figures[f"ensemble_ivf_{probes}_cells_recall_at_1"] = float((found[:, 0] == exact).mean())
+    assign = min(_timed(index.quantizer.search, queries, 1)[1] for _ in range(rounds))
+    figures["ensemble_ivf_assign_ms"] = 1000 * assign
     return figures
 
 

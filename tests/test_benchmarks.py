@@ -39,6 +39,9 @@ REQUIRED = (
     "ivf_recall_at_1",
     "ivf_speedup",
     "ensemble_ivf_shared_speedup",
+    "ensemble_ivf_1_cells_ms",
+    "ensemble_ivf_8_cells_recall_at_1",
+    "ensemble_ivf_assign_ms",
 )
 
 
