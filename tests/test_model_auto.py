@@ -125,6 +125,7 @@ def test_the_default_candidates_are_the_memory_and_the_ensemble_square_and_aspec
     part = candidate_config(cfg, "patchcore_object")
     assert (part.preprocess.crop_margin, part.preprocess.mask_background) == (0.15, True)
     assert list(part.model.rotations) == [0, 90, 180, 270]
+    assert part.model.input_size == 320  # small defects on a part that fills the crop
     assert (part.model.net.aggregation, part.model.sigma) == (1, 1.0)  # each patch's own features, a sharp map
     assert part.scoring.reduction == "peak_topk_mean"  # its map's peaks above their local level
     assert part.model.net.backbone == cfg.model.candidates.patchcore.model.net.backbone  # merged, not replaced
