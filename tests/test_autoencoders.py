@@ -94,7 +94,7 @@ def test_he_initialisation_keeps_the_signal_alive_through_the_cae():
         ConvAutoencoder(init="xavier")
 
 
-def _output_spread_after_training(init: str, output: str, steps: int = 60) -> float:
+def _output_spread_after_training(init: str, output: str, steps: int = 30) -> float:
     """Train the thesis-sized CAE on 64 px windows that are mostly black (a masked part: bright texture on
     a quarter of the window), Adam at the thesis' learning rate; return the std of its eval-mode output."""
     generator = torch.Generator().manual_seed(0)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from helpers.paths import REPO
 
@@ -62,6 +63,9 @@ def test_toy_benchmark_writes_every_required_figure_as_a_positive_number(tmp_pat
     assert "pipeline_to_model_ratio" in result.stdout  # the printed table
 
 
+# Slow: two more tiny multiruns (~70 s on 2 cores). The multirun and its reuse of cached stages are checked in
+# every CI run by tests/test_sweeps.py; this checks the script that times them.
+@pytest.mark.slow
 def test_sweep_benchmark_times_a_cold_and_a_warm_multirun(tmp_path: Path) -> None:
     out = tmp_path / "sweep.json"
     command = [sys.executable, str(REPO / "benchmarks" / "sweep.py"), "--experiment", "tiny", "--keep", str(tmp_path)]
