@@ -73,8 +73,9 @@ def ivf_budget_figures(bank: MemoryBankTask, batch: torch.Tensor, rounds: int) -
     hold")."""
     with torch.inference_mode():
         features = bank.embed_input(batch)
-    queries = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).contiguous().numpy()
-    exact = nearest_rows(torch.from_numpy(queries), bank.net.bank)[:, 0].numpy()
+    rows = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])  # the patches as `score` searches them
+    exact = nearest_rows(rows, bank.net.bank)[:, 0].numpy()
+    queries = rows.contiguous().numpy()  # float32 on the CPU: what faiss takes
     index = ivf_index(bank.net.bank, bank.net.ivf_lists)  # the member's cells
     figures: dict[str, Any] = {"ensemble_ivf_cells": int(index.nlist)}
     for probes in IVF_PROBES:
