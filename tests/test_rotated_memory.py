@@ -4,15 +4,18 @@ training images did not show, and a defect still stands out at every angle."""
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 from helpers.trainer import bare_trainer
 from torch.utils.data import DataLoader
 
+from polydefect.export.graphs import export_detector
 from polydefect.models.backbones import EfficientNetLiteFeatures
 from polydefect.models.feature_memory import PatchFeatureMemory
 from polydefect.models.retrieval_memory import RetrievalFeatureMemory
-from polydefect.tasks.memory_bank import MemoryBankTask, check_rotations
+from polydefect.tasks.ensemble import EnsembleTask
+from polydefect.tasks.memory_bank import MemoryBankTask, check_rotations, check_score_rotations, turned
 from polydefect.tasks.retrieval_memory import RetrievalMemoryTask
 
 TURNS = [0, 90, 180, 270]
@@ -69,9 +72,9 @@ def test_a_turned_good_part_is_known_only_to_the_rotated_memory(memories) -> Non
 
 def test_the_rotated_memory_still_finds_a_defect_at_every_angle(memories) -> None:
     rotated = memories[str(TURNS)]
-    for turned in (False, True):
-        good = peaks(rotated, striped(4, seed=3, turned=turned))
-        bad = peaks(rotated, striped(4, seed=4, turned=turned, defect=True))
+    for across_y in (False, True):
+        good = peaks(rotated, striped(4, seed=3, turned=across_y))
+        bad = peaks(rotated, striped(4, seed=4, turned=across_y, defect=True))
         assert bad.min() > good.max()
 
 
@@ -81,6 +84,43 @@ def test_the_retrieval_memory_keeps_each_turned_copy_as_an_image_of_its_own() ->
     good = peaks(task, striped(4, seed=5, turned=True))
     bad = peaks(task, striped(4, seed=6, turned=True, defect=True))
     assert bad.min() > good.max()
+
+
+def test_scoring_at_every_quarter_turn_turns_the_map_with_the_part(memories) -> None:
+    settings = {"input_size": 64, "bank_ratio": 0.5, "sigma": 2.0, "rotations": TURNS}
+    averaged = fitted(MemoryBankTask(PatchFeatureMemory(backbone()), score_rotations=TURNS, **settings))
+    part = striped(2, seed=7, defect=True)
+    for angle in (90, 180, 270):
+        # the mean over every turn is the same mean however the part lies: its map turns with it, exactly
+        torch.testing.assert_close(averaged.anomaly_map(turned(part, angle)), turned(averaged.anomaly_map(part), angle))
+    # scored once, the backbone's answer depends on the angle
+    once = memories[str(TURNS)]
+    assert (once.anomaly_map(turned(part, 90)) - turned(once.anomaly_map(part), 90)).abs().max() > 0.05
+    for across_y in (False, True):
+        good = peaks(averaged, striped(4, seed=3, turned=across_y))
+        bad = peaks(averaged, striped(4, seed=4, turned=across_y, defect=True))
+        assert bad.min() > good.max()
+
+
+def test_an_exported_memory_scores_turned_images_as_its_pytorch_path(tmp_path) -> None:
+    settings = {"input_size": 64, "bank_ratio": 0.5, "sigma": 2.0, "rotations": TURNS, "score_rotations": TURNS}
+    task = fitted(MemoryBankTask(PatchFeatureMemory(backbone()), **settings))
+    session = onnxruntime.InferenceSession(str(export_detector(task, 1, (64, 64), tmp_path / "map.onnx")))
+    part = striped(3, seed=9, defect=True)
+    exported = session.run(None, {session.get_inputs()[0].name: part.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(exported), task.anomaly_map(part), rtol=1e-4, atol=1e-4)
+
+
+def test_score_rotations_outside_the_memory_s_rotations_are_named() -> None:
+    with pytest.raises(ValueError, match=r"model.score_rotations must list distinct angles of model.rotations"):
+        check_score_rotations([0, 90], (0, 180))
+    assert check_score_rotations([0, 180], (0, 90, 180)) == (0, 180)
+
+
+def test_an_ensemble_refuses_a_member_that_scores_turned_images() -> None:
+    member = MemoryBankTask(PatchFeatureMemory(backbone()), rotations=TURNS, score_rotations=TURNS)
+    with pytest.raises(ValueError, match=r"model.members.lite0.score_rotations"):
+        EnsembleTask({"lite0": member})
 
 
 @pytest.mark.parametrize("turns", [[90], [0, 45], [0, 90, 90], []])

@@ -53,6 +53,11 @@ class EnsembleTask(KeepsValidationImages, DetectorTask):
                     f"model.members.{name}: an ensemble member is a memory bank or a detector trained on pasted"
                     f" anomalies, got {type(member).__name__}"
                 )
+            if isinstance(member, MemoryBankTask) and member.score_rotations != (0,):
+                raise ValueError(
+                    f"model.members.{name}.score_rotations: an ensemble scores its members once, at the images' own"
+                    f" angle; set it to [0], or score turned images with the memory alone"
+                )
         self.save_hyperparameters(ignore=["members"], logger=False)
         self.automatic_optimization = False  # each trained member steps its own optimizer
         self.members = nn.ModuleDict(dict(members))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,9 +27,26 @@ def check_rotations(rotations: list[int] | tuple[int, ...]) -> tuple[int, ...]:
     return turns
 
 
+def check_score_rotations(score_rotations: list[int] | tuple[int, ...], rotations: tuple[int, ...]) -> tuple[int, ...]:
+    """`model.score_rotations` lists distinct quarter turns that the memory knows (`model.rotations`): an image
+    scored turned by an angle the memory never saw would light up everywhere."""
+    turns = tuple(int(angle) for angle in score_rotations)
+    if not turns or len(set(turns)) != len(turns) or not set(turns) <= set(rotations):
+        raise ValueError(
+            f"model.score_rotations must list distinct angles of model.rotations {list(rotations)}; "
+            f"got {list(score_rotations)}"
+        )
+    return turns
+
+
 def turned_copies(images: Tensor, rotations: tuple[int, ...]) -> list[Tensor]:
     """(B, C, H, W) -> one copy of the batch per angle (degrees, counter-clockwise), the batch itself for 0."""
-    return [torch.rot90(images, angle // 90, dims=(-2, -1)) if angle else images for angle in rotations]
+    return [turned(images, angle) for angle in rotations]
+
+
+def turned(images: Tensor, angle: int) -> Tensor:
+    """(..., H, W) turned counter-clockwise by a quarter-turn angle in degrees (negative: clockwise); itself for 0."""
+    return torch.rot90(images, angle // 90, dims=(-2, -1)) if angle % 360 else images
 
 
 class OnePassTask(DetectorTask):
@@ -63,6 +81,9 @@ class MemoryBankTask(KeepsValidationImages, PatchMapTask, OnePassTask):
         bank_ratio: fraction of the collected patch features kept by the greedy coreset, in (0, 1].
         rotations: quarter turns (degrees) of every good image whose features join the memory: a part that can lie
             at any angle is then known at angles the training images did not show; [0] keeps the images as they are.
+        score_rotations: quarter turns (among `rotations`) at which every scored image is seen; its map is the
+            mean of their maps, turned back. The backbone answers a surface differently at each angle: on a good
+            one the answers disagree and average down, a defect stands out at every angle. [0] scores once.
         sigma: Gaussian smoothing std of the map at `input_size` resolution, px; 0 turns it off.
         projection_dim: random-projection dimensions used by the coreset selection.
         chunk_size: most features reduced together by the coreset selection (cost grows with it).
@@ -77,6 +98,7 @@ class MemoryBankTask(KeepsValidationImages, PatchMapTask, OnePassTask):
         keep_aspect: bool = False,
         bank_ratio: float = 0.1,
         rotations: list[int] | tuple[int, ...] = (0,),
+        score_rotations: list[int] | tuple[int, ...] = (0,),
         sigma: float = 4.0,
         projection_dim: int = 128,
         chunk_size: int = 10_000,
@@ -89,6 +111,7 @@ class MemoryBankTask(KeepsValidationImages, PatchMapTask, OnePassTask):
         if input_size is not None and input_size < 32:
             raise ValueError(f"model.input_size must be >= 32 px or null, got {input_size}")
         self.rotations = check_rotations(rotations)
+        self.score_rotations = check_score_rotations(score_rotations, self.rotations)
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
         self.coreset: CoresetBuilder | None = None  # the features collected for `fit()`, from the first collect()
@@ -139,6 +162,14 @@ class MemoryBankTask(KeepsValidationImages, PatchMapTask, OnePassTask):
         """Weights saved before maps had a unit load with unit 1: their runs' maps were the raw distances."""
         state_dict.setdefault(prefix + "map_unit", torch.ones(()))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.inference_mode()
+    def anomaly_map(self, images: Tensor, views: Sequence[str] | None = None) -> Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, 1, H, W) float32 map: the mean over `score_rotations` of the map of the
+        turned images, turned back (views unused: one memory serves every view)."""
+        scored_once = super().anomaly_map
+        maps = [turned(scored_once(turned(images, angle)), -angle) for angle in self.score_rotations]
+        return maps[0] if len(maps) == 1 else torch.stack(maps).mean(0)
 
     def patch_map(self, features: Tensor) -> Tensor:
         """(B, D, h, w) features -> (B, 1, h, w) distance of each patch to the bank in `map_unit`s: higher = more
