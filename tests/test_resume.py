@@ -41,12 +41,19 @@ def long_training(root: Path) -> list[str]:
 
 
 def start_app(args: list[str], root: Path, console: IO[str] | int = subprocess.DEVNULL) -> subprocess.Popen:
-    """`python -m polydefect ARGS` started in a process group of its own, as a terminal starts a command; its
-    stdout and stderr go to `console`."""
+    """`python -m polydefect ARGS` started in a process group of its own, as a terminal starts a command, Ctrl-C
+    answered as a terminal's command answers it (an xdist worker ignores SIGINT, which a child would inherit);
+    its stdout and stderr go to `console`."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "polydefect", *args]
     return subprocess.Popen(
-        command, cwd=root, env=env, stdout=console, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        cwd=root,
+        env=env,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
