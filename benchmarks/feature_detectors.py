@@ -12,7 +12,14 @@ from omegaconf import DictConfig
 from timing import best_rate
 
 from polydefect.models.coreset import greedy_coreset
-from polydefect.models.feature_memory import SEARCHES, hnsw_index, ivf_index, nearest_rows, row_distances
+from polydefect.models.feature_memory import (
+    SEARCHES,
+    hnsw_index,
+    ivf_index,
+    nearest_rows,
+    patch_rows,
+    row_distances,
+)
 from polydefect.tasks.base import build_detector
 from polydefect.tasks.ensemble import EnsembleTask
 from polydefect.tasks.memory_bank import MemoryBankTask
@@ -73,7 +80,7 @@ def ivf_budget_figures(bank: MemoryBankTask, batch: torch.Tensor, rounds: int) -
     hold")."""
     with torch.inference_mode():
         features = bank.embed_input(batch)
-    rows = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])  # the patches as `score` searches them
+    rows = patch_rows(features)  # the patches as `score` searches them
     exact = nearest_rows(rows, bank.net.bank)[:, 0].numpy()
     queries = rows.contiguous().numpy()  # float32 on the CPU: what faiss takes
     index = ivf_index(bank.net.bank, bank.net.ivf_lists)  # the member's cells

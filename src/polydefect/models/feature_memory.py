@@ -141,6 +141,12 @@ def take_stored_shapes(module: nn.Module, state_dict: dict[str, Any], prefix: st
             setattr(module, name, torch.empty_like(state_dict[prefix + name], device=getattr(module, name).device))
 
 
+def patch_rows(features: Tensor) -> Tensor:
+    """(B, D, h, w) patch features -> (B * h * w, D) rows, image by image and row-major within each: the order in
+    which a bank stores them and a map is read back."""
+    return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+
+
 def embed_patches(backbone: nn.Module, images: Tensor, aggregation: int) -> Tensor:
     """(B, C, H, W) in [0, 1] -> (B, D, h, w): each backbone map averaged over `aggregation` cells, resized to the
     largest map and concatenated along channels (D = sum of the maps' channels)."""
@@ -205,8 +211,8 @@ class PatchFeatureMemory(nn.Module):
     def score(self, features: Tensor) -> Tensor:
         """(B, D, h, w) patch features (`embed`) -> (B, 1, h, w) distance of every patch to its nearest normal
         patches."""
-        b, d, h, w = features.shape
-        queries = features.permute(0, 2, 3, 1).reshape(-1, d)
+        b, _, h, w = features.shape
+        queries = patch_rows(features)
         if torch.compiler.is_exporting():  # an ONNX graph (polydefect.export) searches the bank exactly itself
             return nearest_distances(queries, self.bank, self.k, query_block=None).reshape(b, 1, h, w)
         if self.search == "exact":

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from polydefect.models.coreset import CoresetBuilder
-from polydefect.models.feature_memory import PatchFeatureMemory
+from polydefect.models.feature_memory import PatchFeatureMemory, patch_rows
 from polydefect.tasks.base import DetectorTask
 from polydefect.tasks.patch_maps import PatchMapTask
 from polydefect.tasks.validation_images import KeepsValidationImages
@@ -136,7 +136,7 @@ class MemoryBankTask(KeepsValidationImages, PatchMapTask, OnePassTask):
             )
         for copy in turned_copies(images, self.rotations):
             features = self.embed_input(copy)
-            seen = self.coreset.add(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]))
+            seen = self.coreset.add(patch_rows(features))
         return seen
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
