@@ -50,10 +50,12 @@ def backbone() -> EfficientNetLiteFeatures:
 @pytest.fixture(scope="module")
 def memories() -> dict[str, MemoryBankTask]:
     settings = {"input_size": 64, "bank_ratio": 0.5, "sigma": 2.0}
-    return {
+    memories = {
         str(turns): fitted(MemoryBankTask(PatchFeatureMemory(backbone()), rotations=turns, **settings))
         for turns in ([0], TURNS)
     }
+    scored_turned = MemoryBankTask(PatchFeatureMemory(backbone()), rotations=TURNS, score_rotations=TURNS, **settings)
+    return memories | {"scored at every turn": fitted(scored_turned)}
 
 
 def peaks(task: MemoryBankTask, images: torch.Tensor) -> torch.Tensor:
@@ -87,8 +89,7 @@ def test_the_retrieval_memory_keeps_each_turned_copy_as_an_image_of_its_own() ->
 
 
 def test_scoring_at_every_quarter_turn_turns_the_map_with_the_part(memories) -> None:
-    settings = {"input_size": 64, "bank_ratio": 0.5, "sigma": 2.0, "rotations": TURNS}
-    averaged = fitted(MemoryBankTask(PatchFeatureMemory(backbone()), score_rotations=TURNS, **settings))
+    averaged = memories["scored at every turn"]
     part = striped(2, seed=7, defect=True)
     for angle in (90, 180, 270):
         # the mean over every turn is the same mean however the part lies: its map turns with it, exactly
@@ -102,9 +103,8 @@ def test_scoring_at_every_quarter_turn_turns_the_map_with_the_part(memories) -> 
         assert bad.min() > good.max()
 
 
-def test_an_exported_memory_scores_turned_images_as_its_pytorch_path(tmp_path) -> None:
-    settings = {"input_size": 64, "bank_ratio": 0.5, "sigma": 2.0, "rotations": TURNS, "score_rotations": TURNS}
-    task = fitted(MemoryBankTask(PatchFeatureMemory(backbone()), **settings))
+def test_an_exported_memory_scores_turned_images_as_its_pytorch_path(memories, tmp_path) -> None:
+    task = memories["scored at every turn"]
     session = onnxruntime.InferenceSession(str(export_detector(task, 1, (64, 64), tmp_path / "map.onnx")))
     part = striped(3, seed=9, defect=True)
     exported = session.run(None, {session.get_inputs()[0].name: part.numpy()})[0]
